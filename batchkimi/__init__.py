@@ -1,0 +1,5 @@
+"""batchkimi: run batch jobs on Kimi models served by Alibaba Cloud Model Studio."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,176 @@
+"""The seam between a codec and the client: an ``HttpCall`` out, bytes and events in.
+
+A codec (``compatible``, ``native``) is pure: it builds calls without the key, parses
+bodies, and folds stream events. The client owns sockets, the key and the clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batchkimi.api.failures import classify_failure
+from batchkimi.api.sse import SseEvent
+from batchkimi.records import Completion, Failure, RowRequest, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """One HTTP request, without credentials (the client adds Authorization)."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    stream: bool
+
+
+class StreamFold(Protocol):
+    """Accumulates one streamed answer, event by event."""
+
+    def feed(self, event: SseEvent) -> Failure | None:
+        """Take one event; a Failure if the stream reported an error."""
+
+    def finish(self) -> Completion | Failure:
+        """The whole answer once the stream has ended."""
+
+
+class WireProtocol(Protocol):
+    name: str
+
+    def build(
+        self, request: RowRequest, base_url: str, *, stream: bool
+    ) -> HttpCall: ...
+
+    def parse(
+        self, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> Completion | Failure: ...
+
+    def new_fold(self, headers: Mapping[str, str]) -> StreamFold: ...
+
+
+def dump_json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def load_json(body: bytes | str) -> Any:
+    """Parse JSON, or None when it is not JSON (a 502 HTML page, a torn body)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def text_of(content: Any) -> str:
+    """Content as one string, whether it came as a string or a list of ``{text}``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text") or "") for part in content if isinstance(part, dict)
+        )
+    return ""
+
+
+def as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def request_id_from(headers: Mapping[str, str], body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("request_id"), str):
+        return str(body["request_id"])
+    return headers.get("x-request-id")
+
+
+def error_failure(
+    status: int | None, body: bytes, headers: Mapping[str, str]
+) -> Failure:
+    """Classify an error body in either API's shape (or no shape at all)."""
+    data = load_json(body)
+    if data is None and body.lstrip().startswith((b"id:", b"event:", b"data:", b":")):
+        data = first_sse_data(body)  # FACTS §3.1: SSE-framed error bodies
+    code, message = error_fields(data)
+    if code is None and message is None:
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        message = f"unexpected response body: {snippet or '(empty)'}"
+    return classify_failure(
+        status,
+        code,
+        message or "",
+        request_id=request_id_from(headers, data),
+        retry_after_s=retry_after(headers),
+    )
+
+
+def error_fields(data: Any) -> tuple[str | None, str | None]:
+    """(code, message) from ``{"error": {...}}`` or ``{"code", "message"}``."""
+    if not isinstance(data, dict):
+        return None, None
+    inner = data.get("error")
+    if isinstance(inner, dict):
+        code = inner.get("code") or inner.get("type")
+        return (str(code) if code else None), str(inner.get("message") or "")
+    if data.get("code"):
+        return str(data["code"]), str(data.get("message") or "")
+    return None, None
+
+
+def first_sse_data(body: bytes) -> Any:
+    for line in body.decode("utf-8", "replace").splitlines():
+        if line.startswith("data:"):
+            return load_json(line[5:].strip())
+    return None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after``, if a server sent them."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue
+            if seconds >= 0:
+                return seconds
+    return None
+
+
+def stream_incomplete(request_id: str | None) -> Failure:
+    return classify_failure(
+        None,
+        "stream_incomplete",
+        "the stream ended before the answer was complete (no finish_reason)",
+        request_id=request_id,
+    )
+
+
+def parse_usage(raw: Any, *, input_key: str, output_key: str) -> Usage | None:
+    """Usage in batchkimi's words from either API's usage object."""
+    if not isinstance(raw, dict):
+        return None
+    input_tokens = as_int(raw.get(input_key))
+    output_tokens = as_int(raw.get(output_key))
+    out_details = raw.get("output_tokens_details") or raw.get(
+        "completion_tokens_details"
+    )
+    in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details")
+    reasoning = (
+        as_int(out_details.get("reasoning_tokens"))
+        if isinstance(out_details, dict)
+        else 0
+    )
+    cached = (
+        as_int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0
+    )
+    total = as_int(raw.get("total_tokens")) or input_tokens + output_tokens
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning,
+        cached_tokens=cached,
+        total_tokens=total,
+    )

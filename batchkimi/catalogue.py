@@ -1,0 +1,120 @@
+"""What batchkimi knows about each Kimi model: endpoint, inputs, thinking, limits,
+lifecycle.
+
+Loaded once from ``data/models.toml``. The simulator keeps its own transcription of the
+same facts; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from batchkimi.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    native_path: str  # multimodal-generation | text-generation
+    inputs: tuple[str, ...]
+    thinking: str  # hybrid | always | never
+    status: str  # active | retired
+    enable_thinking_default: bool | None = None
+    preserve_thinking_default: bool | None = None
+    temperature: float | None = None
+    temperature_thinking: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    context_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_input_tokens_thinking: int | None = None
+    max_reasoning_tokens: int | None = None
+    max_output_tokens: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    retired_on: dt.date | None = None
+    replacements: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def is_retired(self) -> bool:
+        return self.status == "retired"
+
+    def thinking_by_default(self) -> bool:
+        """Whether the model thinks when ``enable_thinking`` is not sent."""
+        if self.thinking == "always":
+            return True
+        if self.thinking == "never":
+            return False
+        return bool(self.enable_thinking_default)
+
+    def retirement_advice(self) -> str:
+        when = self.retired_on.isoformat() if self.retired_on else "an earlier date"
+        instead = ", ".join(self.replacements) or "a current model"
+        return (
+            f"model {self.name!r} was retired on {when} and no longer answers. "
+            f"Migrate to {instead} as the service recommends, or to kimi-k2.6 / "
+            "kimi-k2.5 for a Kimi model (set `model` in the job spec or --model)"
+        )
+
+
+def _parse(name: str, raw: dict[str, Any]) -> ModelInfo:
+    fields = dict(raw)
+    for key in ("inputs", "replacements", "regions"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    return ModelInfo(name=name, **fields)
+
+
+@cache
+def load_catalogue() -> dict[str, ModelInfo]:
+    """All models, by name, from the packaged TOML."""
+    text = resources.files("batchkimi").joinpath("data/models.toml").read_text("utf-8")
+    raw = tomllib.loads(text)["models"]
+    return {name: _parse(name, spec) for name, spec in raw.items()}
+
+
+def get_model(name: str) -> ModelInfo:
+    """The model's facts, or a ConfigError that lists the models batchkimi knows."""
+    catalogue = load_catalogue()
+    info = catalogue.get(name)
+    if info is None:
+        lowered = {k.lower(): k for k in catalogue}
+        hint = lowered.get(name.lower())
+        did_you_mean = f' Did you mean "{hint}"?' if hint else ""
+        known = ", ".join(sorted(catalogue))
+        msg = (
+            f"unknown model {name!r}: batchkimi knows {known}.{did_you_mean} "
+            "Model names are case-sensitive."
+        )
+        raise ConfigError(msg)
+    return info
+
+
+def check_usable(name: str) -> ModelInfo:
+    """The model's facts, refusing retired models before anything is sent."""
+    info = get_model(name)
+    if info.is_retired:
+        raise ConfigError(info.retirement_advice())
+    return info
+
+
+def check_thinking(info: ModelInfo, enable_thinking: bool | None) -> str | None:
+    """Why this thinking setting cannot be sent to this model, or None if it can."""
+    if enable_thinking is False and info.thinking == "always":
+        return (
+            f"{info.name} always thinks: enable_thinking=false is not allowed. "
+            "Remove the setting (or use --thinking), or choose a hybrid model "
+            "such as kimi-k2.6 to answer without thinking"
+        )
+    if enable_thinking is True and info.thinking == "never":
+        return f"{info.name} cannot think: remove enable_thinking or use --no-thinking"
+    return None

@@ -1,0 +1,57 @@
+"""The ``batchkimi`` command: the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import click
+
+from batchkimi import __version__
+from batchkimi.cli.models import models_command
+from batchkimi.cli.run import run_command
+from batchkimi.cli.simulator import simulator_command
+from batchkimi.errors import BatchkimiError
+
+
+class _Group(click.Group):
+    """Renders batchkimi's own errors as one line on stderr, with their exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BatchkimiError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="batchkimi")
+def cli() -> None:
+    """Run batch jobs on Kimi models served by Alibaba Cloud Model Studio.
+
+    A manifest of prompts (CSV, Parquet or JSONL) goes in; results.parquet with every
+    row's answer, reasoning, tokens and cost comes out, with summary.json beside it.
+
+    Try it with no key and no network, against the bundled simulator:
+
+    \b
+        batchkimi run jobs/label_reviews.toml --simulate
+
+    Then for real, with a key from the Model Studio console:
+
+    \b
+        export DASHSCOPE_API_KEY=sk-...
+        batchkimi run -i reviews.csv -o out/ -m kimi-k2.6 \\
+            --prompt "Sentiment of: {review}. Answer with one of: positive, negative"
+    """
+
+
+cli.add_command(run_command)
+cli.add_command(models_command)
+cli.add_command(simulator_command)
+
+
+def main() -> None:
+    cli(prog_name="batchkimi")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m batchkimi.cli
+    main()

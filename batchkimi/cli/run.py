@@ -1,0 +1,200 @@
+"""``batchkimi run``: parse options, build a JobSpec, run it, report. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batchkimi.cli.console import ProgressDisplay, render_summary
+from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
+from batchkimi.jobspec import COLUMN_ROLES, build_spec, load_toml, normalise
+from batchkimi.regions import REGIONS
+from batchkimi.runner import run_job
+from batchkimi.simulator import SimulatorServer
+
+
+def _pairs(option: str, values: tuple[str, ...], *, as_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            msg = f"{item!r} is not NAME=VALUE"
+            raise click.BadParameter(msg, param_hint=option)
+        value: Any = raw
+        if as_json:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[name.strip()] = value
+    return out
+
+
+@contextlib.contextmanager
+def _simulated(enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    with SimulatorServer.running() as server:
+        yield server.url
+
+
+@click.command("run")
+@click.argument("job", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-i",
+    "--input",
+    "input",
+    type=click.Path(path_type=Path),
+    help="Manifest: .csv, .tsv, .parquet or .jsonl.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output folder (results.parquet, summary.json, journal).",
+)
+@click.option("-m", "--model", help="Model, e.g. kimi-k2.6 (see `batchkimi models`).")
+@click.option(
+    "--prompt", help='Template over manifest columns, e.g. "Label: {review}".'
+)
+@click.option("--system", help="System message for every row.")
+@click.option(
+    "--api",
+    type=click.Choice(["openai", "dashscope"]),
+    help="openai: OpenAI-compatible mode; dashscope: DashScope native.",
+)
+@click.option(
+    "--region", type=click.Choice(sorted(REGIONS)), help="Model Studio region."
+)
+@click.option(
+    "--workspace-id", help="Workspace id (needed outside Beijing and Virginia)."
+)
+@click.option("--base-url", help="Send to this URL instead of the region's endpoint.")
+@click.option(
+    "--thinking/--no-thinking",
+    default=None,
+    help="Turn thinking mode on or off (default: the model's own).",
+)
+@click.option(
+    "--stream/--no-stream", default=None, help="Stream answers (default: on)."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 4096),
+    help="Requests in flight at once.  [default: 16]",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 100),
+    help="Attempts per row, retries included.  [default: 5]",
+)
+@click.option(
+    "--timeout",
+    "--timeout-s",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    help="Seconds one attempt may take; also the idle limit of a stream.  "
+    "[default: 900]",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    help="Send at most this many rows this run (exit 3 if rows remain).",
+)
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    default=None,
+    help="Send rows that failed or were cut off in an earlier run again.",
+)
+@click.option(
+    "-c",
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="ROLE=NAME",
+    help=f"Map a manifest column to a role ({', '.join(COLUMN_ROLES[:5])}, …).",
+)
+@click.option(
+    "-p",
+    "--param",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Request parameter, e.g. temperature=0.2 or max_tokens=64.",
+)
+@click.option(
+    "--keep-columns",
+    help="Comma-separated input columns to keep in results (default: all).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of prices that override the packaged ones.",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run against the bundled local simulator: no key, no network.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the summary.")
+@click.pass_context
+def run_command(
+    ctx: click.Context, /, job: Path | None, simulate: bool, quiet: bool, **options: Any
+) -> None:
+    """Run a job: send every manifest row to Kimi and write results.parquet.
+
+    JOB is an optional TOML job spec; every option can be set there too, and the
+    command line wins. Re-running the same command on the same output resumes: rows
+    already answered are not sent (or paid for) again.
+
+    \b
+    Examples:
+        batchkimi run jobs/label_reviews.toml --simulate
+        batchkimi run -i reviews.csv -o out/ --prompt "Sentiment: {review}"
+        batchkimi run jobs/label_reviews.toml --api dashscope --thinking
+
+    Exit codes: 0 all rows ok, 1 some rows failed, 2 configuration error (nothing
+    sent), 3 stopped early (resumable), 5 the service refused the account.
+    """
+    file_values = load_toml(job) if job is not None else {}
+    options["columns"] = _pairs("--column", options["columns"], as_json=False) or None
+    options["parameters"] = (
+        _pairs("--param", options["parameters"], as_json=True) or None
+    )
+    if options["keep_columns"] is not None:
+        options["keep_columns"] = [
+            c.strip() for c in options["keep_columns"].split(",")
+        ]
+    cli_values = normalise(
+        {k: v for k, v in options.items() if v is not None},
+        base_dir=Path.cwd(),
+        origin="command line",
+    )
+    with _simulated(simulate) as simulator_url:
+        if simulator_url is not None:
+            cli_values["base_url"] = simulator_url
+        spec = build_spec(file_values, cli_values)
+        key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
+        display = ProgressDisplay(quiet=quiet)
+        try:
+            outcome = asyncio.run(run_job(spec, key, observer=display))
+        finally:
+            display.close()
+    render_summary(outcome, sys.stderr)
+    if outcome.fatal is not None:
+        click.echo(f"Error: {outcome.fatal}", err=True)
+    elif outcome.stop_reason == "limit":
+        click.echo(
+            "batchkimi: stopped at --limit; re-run the same command to continue",
+            err=True,
+        )
+    ctx.exit(outcome.exit_code)

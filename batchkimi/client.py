@@ -1,0 +1,150 @@
+"""Sends ``HttpCall``s to Model Studio and times them. The only module with sockets.
+
+httpx's API over aiohttp's connection pool (``httpx-aiohttp``): plain httpx's pool slows
+down as concurrency grows into the hundreds; aiohttp's does not. The key is revealed
+here, into the Authorization header, and nowhere else; no error carries headers.
+Streams get an idle timeout that only ``data:`` events reset, because the service may
+send keep-alive comments for many minutes (FACTS §2.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from batchkimi.api.base import HttpCall, WireProtocol
+from batchkimi.api.failures import classify_failure
+from batchkimi.api.sse import SseDecoder, SseEvent
+from batchkimi.clock import Clock
+from batchkimi.credentials import ApiKey
+from batchkimi.records import Completion, Failure
+
+USER_AGENT = "batchkimi/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One attempt's outcome and timings."""
+
+    result: Completion | Failure
+    latency_ms: float
+    ttft_ms: float | None
+
+
+class ModelStudioClient:
+    """An HTTP client sized for ``concurrency`` requests in flight."""
+
+    def __init__(
+        self,
+        key: ApiKey,
+        *,
+        concurrency: int,
+        timeout_s: float,
+        clock: Clock,
+        idle_timeout_s: float | None = None,
+        connect_timeout_s: float = 10.0,
+        workspace_id: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.idle_timeout_s = idle_timeout_s or timeout_s
+        self.clock = clock
+        limits = httpx.Limits(
+            max_connections=concurrency, max_keepalive_connections=concurrency
+        )
+        headers = {
+            "Authorization": f"Bearer {key.reveal()}",
+            "User-Agent": USER_AGENT,
+        }
+        if workspace_id:
+            headers["X-DashScope-WorkSpace"] = workspace_id
+        self._http = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(limits=limits, trust_env=False),
+            headers=headers,
+            # pool: no wait (the pool is as large as the concurrency); read: our own
+            timeout=httpx.Timeout(
+                connect=connect_timeout_s, read=None, write=60.0, pool=None
+            ),
+            trust_env=False,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def send(self, call: HttpCall, protocol: WireProtocol) -> Exchange:
+        """Send one call; transport faults come back as transient Failures."""
+        start = self.clock.monotonic()
+        ttft: list[float] = []
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self._exchange(call, protocol, start, ttft)
+        except TimeoutError:
+            result = classify_failure(
+                None, "timeout", f"no complete answer within {self.timeout_s:g} s"
+            )
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            result = classify_failure(
+                None, "connection_error", f"{type(exc).__name__}: {exc}".rstrip(": ")
+            )
+        latency_ms = (self.clock.monotonic() - start) * 1000
+        return Exchange(result, latency_ms, ttft[0] if ttft else None)
+
+    async def _exchange(
+        self, call: HttpCall, protocol: WireProtocol, start: float, ttft: list[float]
+    ) -> Completion | Failure:
+        request = self._http.build_request(
+            "POST", call.url, headers=dict(call.headers), content=call.body
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            content_type = headers.get("content-type", "")
+            if response.status_code != 200 or "text/event-stream" not in content_type:
+                body = await response.aread()
+                return protocol.parse(response.status_code, body, headers)
+            return await self._fold_stream(response, protocol, headers, start, ttft)
+        finally:
+            await response.aclose()
+
+    async def _fold_stream(
+        self,
+        response: httpx.Response,
+        protocol: WireProtocol,
+        headers: dict[str, str],
+        start: float,
+        ttft: list[float],
+    ) -> Completion | Failure:
+        decoder = SseDecoder()
+        fold = protocol.new_fold(headers)
+        chunks = response.aiter_raw().__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    events: list[SseEvent] = []
+                    # keep reading until a data event arrives: comments are not progress
+                    while not events:
+                        chunk = await anext(chunks, None)
+                        if chunk is None:
+                            events = decoder.close()
+                            break
+                        events = decoder.feed(chunk)
+            except TimeoutError:
+                return classify_failure(
+                    None,
+                    "timeout",
+                    f"the stream sent no data for {self.idle_timeout_s:g} s",
+                    request_id=headers.get("x-request-id"),
+                )
+            if not ttft and events:
+                ttft.append((self.clock.monotonic() - start) * 1000)
+            for event in events:
+                failure = fold.feed(event)
+                if failure is not None:
+                    return failure
+            if chunk is None:
+                return fold.finish()

@@ -1,0 +1,57 @@
+"""The API key as a type that never prints itself.
+
+``DASHSCOPE_API_KEY`` is the only place a key comes from; ``reveal()`` is called in
+exactly one place, where the Authorization header is built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from batchkimi.errors import ConfigError
+
+ENV_VAR = "DASHSCOPE_API_KEY"
+#: a placeholder the simulator accepts; never a real key
+SIMULATOR_KEY = "sk-simulator-local"
+
+
+class ApiKey:
+    """A secret whose ``str`` and ``repr`` are masked."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: str) -> None:
+        if not secret or secret != secret.strip():
+            msg = "an API key must be non-empty and have no surrounding white space"
+            raise ValueError(msg)
+        self._secret = secret
+
+    def reveal(self) -> str:
+        """The secret itself: only for building the Authorization header."""
+        return self._secret
+
+    def masked(self) -> str:
+        return f"sk-…{self._secret[-4:]}" if len(self._secret) > 12 else "sk-…"
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.masked()})"
+
+    __str__ = masked
+
+    def __reduce__(self) -> tuple[object, ...]:
+        msg = "an ApiKey is never pickled"
+        raise TypeError(msg)
+
+
+def read_api_key(environ: Mapping[str, str] | None = None) -> ApiKey:
+    """Read the key from the environment, or explain how to provide it."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_VAR, "").strip()
+    if not value:
+        msg = (
+            f"no API key: set {ENV_VAR} to a Model Studio key for your region "
+            "(or add --simulate to run against the bundled simulator, no key needed)"
+        )
+        raise ConfigError(msg)
+    return ApiKey(value)

@@ -1,0 +1,246 @@
+"""A job: what to read, what to ask, where to write, how hard to push.
+
+Precedence is mechanical: built-in defaults < job TOML < command line. A TOML key, a
+CLI option (``--max-attempts``) and a ``JobSpec`` field (``max_attempts``) are one name.
+Relative paths in a TOML file resolve against the file's folder, so a job spec can be
+run from anywhere. Validation messages name the key and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchkimi.catalogue import check_thinking, check_usable
+from batchkimi.errors import ConfigError
+from batchkimi.regions import APIS, api_base, base_url_for, resolve_region
+
+#: manifest columns a job may map to its own names (DESIGN.md, "Manifest")
+COLUMN_ROLES = (
+    "id",
+    "prompt",
+    "system",
+    "messages",
+    "image",
+    "images",
+    "video",
+    "frames",
+    "fps",
+    "max_frames",
+    "model",
+    "enable_thinking",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+)
+
+#: request parameters a job (or a row) may set; sent only when set
+PARAMETERS: dict[str, tuple[type, ...]] = {
+    "temperature": (float, int),
+    "top_p": (float, int),
+    "presence_penalty": (float, int),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "seed": (int,),
+    "stop": (str, list),
+    "preserve_thinking": (bool,),
+    "thinking_budget": (int,),
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "max_tokens": (1, 1_000_000),
+    "max_completion_tokens": (1, 1_000_000),
+    "seed": (0, 2**31 - 1),
+    "thinking_budget": (1, 1_000_000),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """Everything a run needs, resolved and validated. Build with ``build_spec``."""
+
+    input: Path
+    output: Path
+    model: str = "kimi-k2.6"
+    prompt: str | None = None
+    system: str | None = None
+    api: str = "openai"
+    region: str = "cn-beijing"
+    workspace_id: str | None = None
+    base_url: str | None = None
+    thinking: bool | None = None
+    stream: bool = True
+    concurrency: int = 16
+    max_attempts: int = 5
+    timeout_s: float = 900.0
+    limit: int | None = None
+    retry_errors: bool = False
+    batch_rows: int = 2_000
+    columns: Mapping[str, str] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    keep_columns: tuple[str, ...] | None = None  # None: keep every input column
+    prices: Path | None = None
+
+    @property
+    def resolved_base_url(self) -> str:
+        """The SDK-style base URL (``…/compatible-mode/v1`` or ``…/api/v1``)."""
+        if self.base_url:
+            return api_base(self.api, self.base_url)
+        return base_url_for(self.api, self.region, self.workspace_id)
+
+    def column(self, role: str) -> str:
+        """The manifest column that plays ``role`` (its own name unless mapped)."""
+        return self.columns.get(role, role)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(JobSpec)}
+_PATH_FIELDS = ("input", "output", "prices")
+_ALIASES = {"timeout": "timeout_s"}
+
+
+def _type_error(key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{key} = {value!r} is not {expected}: fix it in the job spec")
+
+
+def _coerce(key: str, value: Any, base_dir: Path) -> Any:
+    if key in _PATH_FIELDS:
+        if not isinstance(value, str | Path):
+            raise _type_error(key, value, "a path")
+        path = Path(value).expanduser()
+        return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
+    if key == "keep_columns":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _type_error(key, value, "a list of column names")
+        return tuple(value)
+    if key in ("columns", "parameters"):
+        if not isinstance(value, Mapping):
+            raise _type_error(key, value, "a table")
+        return dict(value)
+    return value
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a job spec file into field values, paths resolved against its folder."""
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError as exc:
+        msg = f"job spec {path} does not exist: check the path"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"job spec {path} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    except OSError as exc:
+        msg = f"cannot read job spec {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    return normalise(raw, base_dir=path.resolve().parent, origin=str(path))
+
+
+def normalise(raw: Mapping[str, Any], *, base_dir: Path, origin: str) -> dict[str, Any]:
+    """Check key names and coerce values; paths resolve against ``base_dir``."""
+    values: dict[str, Any] = {}
+    for raw_key, value in raw.items():
+        key = _ALIASES.get(raw_key, raw_key)
+        if key not in _FIELDS:
+            known = ", ".join(sorted(_FIELDS))
+            msg = f"{origin}: unknown key {raw_key!r}. Known keys: {known}"
+            raise ConfigError(msg)
+        if value is not None:
+            values[key] = _coerce(key, value, base_dir)
+    return values
+
+
+def build_spec(
+    file_values: Mapping[str, Any], cli_values: Mapping[str, Any]
+) -> JobSpec:
+    """Merge defaults < file < CLI, then validate the whole spec."""
+    merged: dict[str, Any] = {}
+    for source in (file_values, cli_values):
+        for key, value in source.items():
+            if value is None:
+                continue
+            if key in ("columns", "parameters"):
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    for required in ("input", "output"):
+        if required not in merged:
+            msg = (
+                f"no {required} given: set --{required} on the command line or "
+                f'`{required} = "…"` in the job spec'
+            )
+            raise ConfigError(msg)
+    spec = JobSpec(**merged)
+    validate(spec)
+    return spec
+
+
+def _check_number(key: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(key, value, "a number")
+    if not lo <= value <= hi:
+        msg = f"{key} = {value!r} is out of range: it must be between {lo} and {hi}"
+        raise ConfigError(msg)
+
+
+def check_parameter(key: str, value: Any) -> str | None:
+    """Why a request parameter is invalid, or None (for job and row values alike)."""
+    kinds = PARAMETERS.get(key)
+    if kinds is None:
+        return f"{key!r} is not a request parameter (known: {', '.join(PARAMETERS)})"
+    if isinstance(value, bool) and bool not in kinds:
+        return f"{key} must be a number, not {value!r}"
+    if not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        return f"{key} must be {names}, not {value!r}"
+    if key in _RANGES and isinstance(value, int | float):
+        lo, hi = _RANGES[key]
+        if not lo <= value <= hi:
+            return f"{key} = {value!r} is out of range [{lo:g}, {hi:g}]"
+    return None
+
+
+def validate(spec: JobSpec) -> None:
+    """Cross-field checks; every message names the setting and the fix."""
+    if spec.api not in APIS:
+        msg = (
+            f"api = {spec.api!r}: choose openai (OpenAI-compatible mode) or dashscope "
+            "(DashScope native)"
+        )
+        raise ConfigError(msg)
+    resolve_region(spec.region)
+    _ = spec.resolved_base_url  # raises when a workspace id is required and missing
+    info = check_usable(spec.model)
+    problem = check_thinking(info, spec.thinking)
+    if problem:
+        raise ConfigError(problem)
+    _check_number("concurrency", spec.concurrency, 1, 4096)
+    _check_number("max_attempts", spec.max_attempts, 1, 100)
+    _check_number("timeout_s", spec.timeout_s, 1, 86_400)
+    _check_number("batch_rows", spec.batch_rows, 1, 1_000_000)
+    if spec.limit is not None:
+        _check_number("limit", spec.limit, 0, 10**12)
+    for key, value in spec.parameters.items():
+        problem = check_parameter(key, value)
+        if problem:
+            msg = f"parameters: {problem}. Fix [parameters] in the job spec"
+            raise ConfigError(msg)
+    for role in spec.columns:
+        if role not in COLUMN_ROLES:
+            msg = (
+                f"columns: {role!r} is not a manifest column role. "
+                f"Roles: {', '.join(COLUMN_ROLES)}"
+            )
+            raise ConfigError(msg)
+    if spec.input.resolve() == spec.output.resolve():
+        msg = "output must be a folder of its own, not the input file"
+        raise ConfigError(msg)

@@ -1,0 +1,81 @@
+"""Row keys and request fingerprints: pure hashes over canonical values.
+
+A row key names a manifest row across runs (its ``id``, or a hash of its values that
+does not change with column order or file format). A fingerprint names what is sent: the
+model, the messages, the parameters and the thinking mode. The journal is keyed by
+fingerprint, so an identical request is never paid for twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from batchkimi.records import ImagePart, Message, TextPart, VideoPart
+
+
+def canonical_value(value: Any) -> str:
+    """The same text for a value whether it came from CSV, JSONL or Parquet."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isfinite(value) and value == int(value):
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def derive_row_key(row: Mapping[str, Any]) -> str:
+    """A stable key for a row without an ``id``: a hash of its columns and values."""
+    digest = hashlib.sha256()
+    for name in sorted(row):
+        digest.update(name.encode())
+        digest.update(b"\x1f")
+        digest.update(canonical_value(row[name]).encode())
+        digest.update(b"\x1e")
+    return "row-" + digest.hexdigest()[:16]
+
+
+def _part_record(part: TextPart | ImagePart | VideoPart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart):
+        return {"image": part.url}
+    return {
+        "video": part.url,
+        "frames": list(part.frames),
+        "fps": part.fps,
+        "max_frames": part.max_frames,
+    }
+
+
+def fingerprint_request(
+    *,
+    model: str,
+    messages: tuple[Message, ...],
+    parameters: tuple[tuple[str, Any], ...],
+    enable_thinking: bool | None,
+) -> str:
+    """The content hash of a request: equal requests, equal fingerprints."""
+    body = {
+        "model": model,
+        "messages": [
+            {
+                "role": m.role,
+                "parts": [_part_record(p) for p in m.parts],
+                "reasoning_content": m.reasoning_content,
+            }
+            for m in messages
+        ],
+        "parameters": dict(parameters),
+        "enable_thinking": enable_thinking,
+    }
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,398 @@
+"""Turn manifest rows into ``RowRequest``s, or into problems naming row, column and fix.
+
+Whole-file problems (a template column the manifest lacks) raise ``ManifestError``
+before
+anything is sent. A problem in one row (an empty value, a bad override) becomes a
+``RowProblem`` for that row alone: it is recorded as an error and never sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from batchkimi.catalogue import ModelInfo, check_thinking, check_usable
+from batchkimi.errors import ConfigError, ManifestError
+from batchkimi.jobspec import PARAMETERS, JobSpec, check_parameter
+from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
+from batchkimi.manifest.template import Template, parse_template
+from batchkimi.records import ImagePart, Message, Part, RowRequest, TextPart, VideoPart
+
+_OVERRIDES = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+)
+_REMOTE = ("http://", "https://", "data:", "oss://")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """A row that cannot be sent, and why, in words a user can act on."""
+
+    index: int
+    row_id: str
+    code: str
+    column: str | None
+    problem: str
+    fix: str
+
+    @property
+    def message(self) -> str:
+        where = f'row {self.index + 1:,} (id "{self.row_id}")'
+        if self.column:
+            where += f', column "{self.column}"'
+        return f"{where}: {self.problem}. {self.fix}"
+
+
+class _RowError(Exception):
+    def __init__(self, code: str, column: str | None, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.code, self.column, self.problem, self.fix = code, column, problem, fix
+
+
+@cache
+def _model(name: str) -> ModelInfo | str:
+    try:
+        return check_usable(name)
+    except ConfigError as exc:
+        return str(exc)
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+class RequestBuilder:
+    """Checks the manifest's columns once, then builds one request per row."""
+
+    def __init__(self, spec: JobSpec, columns: list[str], manifest_path: str) -> None:
+        self.spec = spec
+        self.present = set(columns)
+        self.path = manifest_path
+        for role, column in spec.columns.items():
+            if column not in self.present:
+                self._whole_file(
+                    column,
+                    f"is mapped to {role!r} in [columns] but the manifest has no such "
+                    f"column (it has: {', '.join(columns)})",
+                    "Fix the mapping in the job spec",
+                )
+        self.template: Template | None = None
+        if spec.prompt is not None:
+            self.template = parse_template(spec.prompt)
+            for name in self.template.missing_columns(columns):
+                self._whole_file(
+                    name,
+                    f"is used by the prompt template but the manifest has no such "
+                    f"column (it has: {', '.join(columns)})",
+                    "Fix the template (--prompt / prompt) or the manifest",
+                )
+        elif not ({self.col("prompt"), self.col("messages")} & self.present):
+            self._whole_file(
+                self.col("prompt"),
+                "is missing, and there is no messages column and no prompt template: "
+                f"nothing to send (columns: {', '.join(columns)})",
+                'Give a template with --prompt "… {column} …", or map your text '
+                'column in [columns] (prompt = "text")',
+            )
+
+    def _whole_file(self, column: str, problem: str, fix: str) -> None:
+        raise ManifestError(problem, path=self.path, column=column, row=1, fix=fix)
+
+    def col(self, role: str) -> str:
+        return self.spec.column(role)
+
+    def value(self, row: Mapping[str, Any], role: str) -> Any:
+        name = self.col(role)
+        return row.get(name) if name in self.present else None
+
+    def row_id(self, row: Mapping[str, Any]) -> str:
+        raw = self.value(row, "id")
+        return derive_row_key(row) if _is_blank(raw) else canonical_value(raw)
+
+    def build(self, index: int, row: Mapping[str, Any]) -> RowRequest | RowProblem:
+        row_id = self.row_id(row)
+        try:
+            return self._build(index, row_id, row)
+        except _RowError as exc:
+            return RowProblem(index, row_id, exc.code, exc.column, exc.problem, exc.fix)
+
+    def _build(self, index: int, row_id: str, row: Mapping[str, Any]) -> RowRequest:
+        model_name = self.value(row, "model")
+        model_name = self.spec.model if _is_blank(model_name) else str(model_name)
+        info = _model(model_name)
+        if isinstance(info, str):
+            raise _RowError("invalid_model", self.col("model"), info, "Fix the value")
+        thinking = self._thinking(row)
+        problem = check_thinking(info, thinking)
+        if problem:
+            raise _RowError(
+                "invalid_thinking", self.col("enable_thinking"), problem, ""
+            )
+        messages = self._messages(row)
+        media = {type(p) for m in messages for p in m.parts} - {TextPart}
+        if media and "image" not in info.inputs:
+            raise _RowError(
+                "unsupported_input",
+                self.col("image"),
+                f"{info.name} accepts text only, and this row has media",
+                "Use kimi-k2.6 or kimi-k2.5 for images and video",
+            )
+        parameters = self._parameters(row)
+        return RowRequest(
+            index=index,
+            row_id=row_id,
+            model=info.name,
+            messages=messages,
+            parameters=parameters,
+            enable_thinking=thinking,
+            fingerprint=fingerprint_request(
+                model=info.name,
+                messages=messages,
+                parameters=parameters,
+                enable_thinking=thinking,
+            ),
+        )
+
+    def _thinking(self, row: Mapping[str, Any]) -> bool | None:
+        raw = self.value(row, "enable_thinking")
+        if _is_blank(raw):
+            return self.spec.thinking
+        if isinstance(raw, bool):
+            return raw
+        text = canonical_value(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise _RowError(
+            "invalid_value",
+            self.col("enable_thinking"),
+            f"{raw!r} is not true or false",
+            "Use true/false (or leave it empty for the job's setting)",
+        )
+
+    def _parameters(self, row: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+        params = dict(self.spec.parameters)
+        for name in _OVERRIDES:
+            raw = self.value(row, name)
+            if _is_blank(raw):
+                continue
+            value = _as_number(raw, int if PARAMETERS[name] == (int,) else float)
+            problem = (
+                check_parameter(name, value)
+                if value is not None
+                else (f"{raw!r} is not a number")
+            )
+            if problem:
+                raise _RowError(
+                    "invalid_value",
+                    self.col(name),
+                    problem,
+                    "Fix the value, or leave it empty to use the job's setting",
+                )
+            params[name] = value
+        return tuple(sorted(params.items()))
+
+    def _messages(self, row: Mapping[str, Any]) -> tuple[Message, ...]:
+        raw = self.value(row, "messages")
+        if not _is_blank(raw):
+            return _parse_messages(raw, self.col("messages"))
+        if self.template is not None:
+            for name in self.template.fields:
+                if _is_blank(row.get(name)):
+                    raise _RowError(
+                        "missing_value",
+                        name,
+                        "is empty, and the prompt template needs it",
+                        "Fill the value, or remove the row",
+                    )
+            prompt = self.template.render(row)
+        else:
+            prompt_value = self.value(row, "prompt")
+            if _is_blank(prompt_value):
+                raise _RowError(
+                    "missing_value",
+                    self.col("prompt"),
+                    "is empty: nothing to ask",
+                    "Fill the prompt, or remove the row",
+                )
+            prompt = str(prompt_value)
+        parts: list[Part] = [*self._media(row), TextPart(prompt)]
+        messages: list[Message] = []
+        system = self.value(row, "system")
+        system = self.spec.system if _is_blank(system) else str(system)
+        if system:
+            messages.append(Message("system", (TextPart(system),)))
+        messages.append(Message("user", tuple(parts)))
+        return tuple(messages)
+
+    def _media(self, row: Mapping[str, Any]) -> list[Part]:
+        parts: list[Part] = []
+        for role in ("image", "images"):
+            parts.extend(
+                ImagePart(self._remote(url, role))
+                for url in _as_list(self.value(row, role))
+            )
+        fps = self.value(row, "fps")
+        max_frames = self.value(row, "max_frames")
+        fps_value = None if _is_blank(fps) else _as_number(fps, float)
+        frames_value = None if _is_blank(max_frames) else _as_number(max_frames, int)
+        video = self.value(row, "video")
+        if not _is_blank(video):
+            parts.append(
+                VideoPart(
+                    url=self._remote(str(video), "video"),
+                    fps=fps_value,
+                    max_frames=frames_value,
+                )
+            )
+        frames = _as_list(self.value(row, "frames"))
+        if frames:
+            parts.append(
+                VideoPart(
+                    frames=tuple(self._remote(f, "frames") for f in frames),
+                    fps=fps_value,
+                    max_frames=frames_value,
+                )
+            )
+        return parts
+
+    def _remote(self, value: str, role: str) -> str:
+        if value.startswith(_REMOTE):
+            return value
+        raise _RowError(
+            "unsupported_media",
+            self.col(role),
+            f"{value!r} is not a URL (http, https, data: or oss://); local media files "
+            "are not supported yet",
+            "Give a URL or a data URL",
+        )
+
+
+def _as_number(raw: Any, kind: type) -> Any:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return kind(raw) if kind is float or float(raw).is_integer() else None
+    try:
+        number = float(str(raw).strip())
+    except ValueError:
+        return None
+    if kind is int:
+        return int(number) if number.is_integer() else None
+    return number
+
+
+def _as_list(raw: Any) -> list[str]:
+    if _is_blank(raw):
+        return []
+    if isinstance(raw, list | tuple):
+        return [str(v) for v in raw if not _is_blank(v)]
+    text = str(raw).strip()
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            values = None
+        if isinstance(values, list):
+            return [str(v) for v in values]
+    return [text]
+
+
+def _parse_messages(raw: Any, column: str) -> tuple[Message, ...]:
+    """Accept a JSON chat history in OpenAI or DashScope form."""
+    data = raw
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise _RowError(
+                "invalid_messages",
+                column,
+                f"is not valid JSON ({exc.msg} at character {exc.pos})",
+                'Give a JSON list like [{"role": "user", "content": "…"}]',
+            ) from exc
+    if not isinstance(data, list) or not data:
+        raise _RowError(
+            "invalid_messages",
+            column,
+            "must be a non-empty JSON list of messages",
+            'Give a JSON list like [{"role": "user", "content": "…"}]',
+        )
+    messages: list[Message] = []
+    for position, item in enumerate(data, start=1):
+        if not isinstance(item, dict) or item.get("role") not in (
+            "system",
+            "user",
+            "assistant",
+        ):
+            raise _RowError(
+                "invalid_messages",
+                column,
+                f"message {position} needs a role of system, user or assistant",
+                "Fix the chat history",
+            )
+        parts = _parse_content(item.get("content"), column, position)
+        reasoning = item.get("reasoning_content")
+        messages.append(
+            Message(
+                item["role"], parts, reasoning if isinstance(reasoning, str) else None
+            )
+        )
+    return tuple(messages)
+
+
+def _parse_content(content: Any, column: str, position: int) -> tuple[Part, ...]:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    if not isinstance(content, list):
+        raise _RowError(
+            "invalid_messages",
+            column,
+            f"message {position} has no content (a string or a list of parts)",
+            "Fix the chat history",
+        )
+    parts: list[Part] = []
+    for part in content:
+        parsed = _parse_part(part) if isinstance(part, dict) else None
+        if parsed is None:
+            raise _RowError(
+                "invalid_messages",
+                column,
+                f"message {position} has a content part batchkimi does not know: "
+                f"{json.dumps(part)[:80]}",
+                "Use text, image / image_url or video / video_url parts",
+            )
+        parts.append(parsed)
+    return tuple(parts)
+
+
+def _parse_part(part: dict[str, Any]) -> Part | None:
+    kind = part.get("type")
+    if "text" in part and kind in (None, "text"):
+        return TextPart(str(part["text"]))
+    fps = part.get("fps")
+    if kind == "image_url" and isinstance(part.get("image_url"), dict):
+        return ImagePart(str(part["image_url"].get("url", "")))
+    if kind in (None, "image") and isinstance(part.get("image"), str):
+        return ImagePart(part["image"])
+    if kind == "video_url" and isinstance(part.get("video_url"), dict):
+        return VideoPart(url=str(part["video_url"].get("url", "")), fps=fps)
+    video = part.get("video")
+    if kind in (None, "video") and isinstance(video, str):
+        return VideoPart(url=video, fps=fps, max_frames=part.get("max_frames"))
+    if kind in (None, "video") and isinstance(video, list):
+        return VideoPart(
+            frames=tuple(map(str, video)), fps=fps, max_frames=part.get("max_frames")
+        )
+    return None

@@ -1,0 +1,129 @@
+"""The records that cross layers, named as the output columns are.
+
+A field here, a column in results.parquet and a key in summary.json are the same word,
+so nothing is renamed on the way out. Vendor vocabulary never appears here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class RowStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    #: the service answered, but the answer is cut off or empty (paid for, kept)
+    INCOMPLETE = "incomplete"
+    #: the row was not reached: the run stopped before sending it
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    url: str  # https URL, data URL, oss:// URL
+
+
+@dataclass(frozen=True, slots=True)
+class VideoPart:
+    """A video file (``url``) or a video given as its frames (``frames``)."""
+
+    url: str | None = None
+    frames: tuple[str, ...] = ()
+    fps: float | None = None
+    max_frames: int | None = None
+
+
+Part = TextPart | ImagePart | VideoPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: str  # system | user | assistant
+    parts: tuple[Part, ...]
+    reasoning_content: str | None = None  # an assistant turn's thinking, if kept
+
+
+@dataclass(frozen=True, slots=True)
+class RowRequest:
+    """One manifest row, ready to send: everything a codec needs and nothing else."""
+
+    index: int  # 0-based position in the manifest: the order of results.parquet
+    row_id: str
+    model: str
+    messages: tuple[Message, ...]
+    #: request parameters in batchkimi's names (temperature, max_tokens, seed, …)
+    parameters: tuple[tuple[str, Any], ...]
+    enable_thinking: bool | None  # None: the model's own default, not sent
+    fingerprint: str  # content hash of what is sent: the journal's key
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0  # includes reasoning tokens, as the service bills them
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the service answered, in batchkimi's words."""
+
+    content: str
+    reasoning_content: str
+    finish_reason: str | None
+    usage: Usage | None  # None when the service reported none
+    request_id: str | None
+    model: str | None  # the model the service named in its answer
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A classified error answer from the service (or the transport)."""
+
+    kind: str  # transient | row | fatal
+    code: str
+    message: str
+    http_status: int | None
+    budget: str | None = None  # rpm | tpm | burst, for throttles
+    request_id: str | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class RowResult:
+    """The outcome of one row: written to the journal, then to results.parquet."""
+
+    fingerprint: str
+    status: RowStatus
+    model: str
+    api: str
+    content: str | None = None
+    reasoning_content: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    currency: str | None = None
+    attempts: int = 0
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    request_id: str | None = None
+    response_model: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    retries: dict[str, int] = field(default_factory=dict)  # cause -> count

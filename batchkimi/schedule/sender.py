@@ -1,0 +1,176 @@
+"""One row, start to finish: build the call, send with retries, judge the answer.
+
+The worker's boundary: whatever happens to a row becomes a ``RowResult``; only a fatal
+account error escapes (to stop the run). A cut-off or empty answer is ``incomplete``,
+never silently ``ok``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from batchkimi.api.base import WireProtocol
+from batchkimi.client import Exchange, ModelStudioClient
+from batchkimi.clock import Clock
+from batchkimi.errors import FatalApiError, TransientError
+from batchkimi.pricing import PriceTable, cost_of
+from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
+from batchkimi.schedule.retry import build_retrying
+
+
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    base_url: str
+    stream: bool
+    max_attempts: int
+    region: str
+    prices: PriceTable
+
+
+def judge(completion: Completion) -> tuple[RowStatus, str | None, str | None]:
+    """(status, error_code, error_message) for an answer the service gave."""
+    content = completion.content.strip()
+    if completion.finish_reason == "length":
+        if not content and completion.reasoning_content:
+            return (
+                RowStatus.INCOMPLETE,
+                "length_while_thinking",
+                "the output limit was reached while the model was still thinking, so "
+                "there is no answer. Raise max_completion_tokens (or max_tokens), or "
+                "lower thinking_budget",
+            )
+        return (
+            RowStatus.INCOMPLETE,
+            "length",
+            "the answer was cut off at the output limit. Raise max_tokens",
+        )
+    if completion.finish_reason == "content_filter":
+        return RowStatus.ERROR, "content_filter", "the service filtered the answer"
+    if not content:
+        why = (
+            "the model returned reasoning but an empty answer"
+            if completion.reasoning_content
+            else "the model returned an empty answer"
+        )
+        return RowStatus.INCOMPLETE, "empty_content", why
+    return RowStatus.OK, None, None
+
+
+class RowSender:
+    """Sends rows through one client and codec; stateless between rows."""
+
+    def __init__(
+        self,
+        client: ModelStudioClient,
+        protocol: WireProtocol,
+        settings: SendSettings,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.protocol = protocol
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    async def process(self, request: RowRequest) -> RowResult:
+        started_at = self.clock.wall().isoformat()
+        call = self.protocol.build(
+            request, self.settings.base_url, stream=self.settings.stream
+        )
+        retries: Counter[str] = Counter()
+        attempts = 0
+        exchange: Exchange | None = None
+
+        def count_retry(exc: TransientError) -> None:
+            retries[exc.code] += 1
+
+        retrying = build_retrying(
+            max_attempts=self.settings.max_attempts,
+            clock=self.clock,
+            on_retry=count_retry,
+            rng=self.rng,
+        )
+        failure: Failure | None = None
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    exchange = await self.client.send(call, self.protocol)
+                    failure = _raise_unless_row(exchange)
+        except TransientError as exc:
+            failure = Failure(
+                kind="transient",
+                code=exc.code,
+                message=f"gave up after {attempts} attempts: {exc.message}",
+                http_status=exc.http_status,
+                request_id=exc.request_id,
+            )
+        result = RowResult(
+            fingerprint=request.fingerprint,
+            status=RowStatus.ERROR,
+            model=request.model,
+            api=self.protocol.name,
+            attempts=attempts,
+            started_at=started_at,
+            retries=dict(retries),
+        )
+        if exchange is not None:
+            result.latency_ms = round(exchange.latency_ms, 3)
+            result.ttft_ms = (
+                round(exchange.ttft_ms, 3) if exchange.ttft_ms is not None else None
+            )
+        if failure is not None:
+            result.error_code = failure.code
+            result.error_message = failure.message
+            result.http_status = failure.http_status
+            result.request_id = failure.request_id
+        elif exchange is not None and isinstance(exchange.result, Completion):
+            self._fill(result, exchange.result)
+        result.finished_at = self.clock.wall().isoformat()
+        return result
+
+    def _fill(self, result: RowResult, completion: Completion) -> None:
+        status, code, message = judge(completion)
+        result.status = status
+        result.error_code = code
+        result.error_message = message
+        result.http_status = 200
+        result.content = completion.content
+        result.reasoning_content = completion.reasoning_content or None
+        result.finish_reason = completion.finish_reason
+        result.request_id = completion.request_id
+        result.response_model = completion.model
+        usage = completion.usage
+        if usage is not None:
+            result.input_tokens = usage.input_tokens
+            result.output_tokens = usage.output_tokens
+            result.reasoning_tokens = usage.reasoning_tokens
+            result.cached_tokens = usage.cached_tokens
+            result.total_tokens = usage.total_tokens
+            result.cost, result.currency = cost_of(
+                self.settings.prices, result.model, self.settings.region, usage
+            )
+
+
+def _raise_unless_row(exchange: Exchange) -> Failure | None:
+    """Raise transient and fatal failures; return a row failure; None if answered."""
+    failure = exchange.result
+    if not isinstance(failure, Failure):
+        return None
+    if failure.kind == "transient":
+        raise TransientError(
+            failure.code,
+            failure.message,
+            http_status=failure.http_status,
+            budget=failure.budget,
+            retry_after_s=failure.retry_after_s,
+            request_id=failure.request_id,
+        )
+    if failure.kind == "fatal":
+        raise FatalApiError(
+            failure.code, failure.message, http_status=failure.http_status
+        )
+    return failure

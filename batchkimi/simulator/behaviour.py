@@ -1,0 +1,153 @@
+"""How the simulated service behaves: seeded knobs, deterministic answers, token counts.
+
+Answers depend only on the request and the seed, so a test that sends the same request
+twice gets the same answer. A prompt that ends with "one of: a, b, c" is answered with
+one of those labels, so a labelling demo looks like labelling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+_PROSE = (
+    "the review mentions quality price delivery and overall value which suggests a "
+    "clear opinion about the product its packaging the seller and how well it works "
+    "in daily use compared with what the buyer expected"
+)
+_WORDS = _PROSE.split()
+_LABELS = re.compile(r"one of[:\s]+([^\n.?]+)", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Fault:
+    """A scripted misbehaviour for the next matching request.
+
+    kind: ``error`` (answer ``code`` before streaming), ``midstream`` (``code`` as an
+    ``event:error`` after ``after_chunks`` frames), ``disconnect`` (close the
+    connection after ``after_chunks`` frames), ``stall`` (send keep-alive comments for
+    ``seconds`` before answering), ``html502`` (a proxy's HTML error page).
+    """
+
+    kind: str
+    code: str = "InternalError"
+    after_chunks: int = 1
+    seconds: float = 0.0
+
+
+def error(code: str) -> Fault:
+    return Fault("error", code=code)
+
+
+def midstream(code: str, after_chunks: int = 2) -> Fault:
+    return Fault("midstream", code=code, after_chunks=after_chunks)
+
+
+def disconnect(after_chunks: int = 2) -> Fault:
+    return Fault("disconnect", after_chunks=after_chunks)
+
+
+def stall(seconds: float) -> Fault:
+    return Fault("stall", seconds=seconds)
+
+
+def html502() -> Fault:
+    return Fault("html502")
+
+
+@dataclass(slots=True)
+class Behaviour:
+    """The knobs. Every random choice draws from ``rng``, seeded by ``seed``."""
+
+    seed: int = 0
+    ttft_ms: float = 0.0  # delay before the first byte of an answer
+    tokens_per_s: float = 0.0  # 0: all at once
+    error_rates: dict[str, float] = field(default_factory=dict)  # code -> probability
+    disconnect_rate: float = 0.0
+    api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
+    answer_words: tuple[int, int] = (6, 30)
+    reasoning_words: tuple[int, int] = (12, 40)
+    scripts: dict[str, deque[Fault]] = field(default_factory=dict)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def next_fault(self, model: str) -> Fault | None:
+        for key in (model, "*"):
+            queue = self.scripts.get(key)
+            if queue:
+                return queue.popleft()
+        for code, rate in sorted(self.error_rates.items()):
+            if rate > 0 and self.rng.random() < rate:
+                return Fault("error", code=code)
+        if self.disconnect_rate > 0 and self.rng.random() < self.disconnect_rate:
+            return Fault("disconnect", after_chunks=1)
+        return None
+
+
+def _digest(*parts: str) -> random.Random:
+    seed = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return random.Random(int.from_bytes(seed[:8], "big"))
+
+
+def compose_answer(
+    prompt: str, seed: int, words: tuple[int, int], *, salt: str = "a"
+) -> str:
+    """A deterministic answer: a label if the prompt offers some, else plain words."""
+    rng = _digest(str(seed), salt, prompt)
+    match = _LABELS.search(prompt.strip().splitlines()[-1] if prompt.strip() else "")
+    if match and salt == "a":
+        labels = [w.strip(" '\"") for w in match.group(1).split(",") if w.strip()]
+        if labels:
+            return rng.choice(labels)
+    count = rng.randint(*words)
+    text = " ".join(rng.choice(_WORDS) for _ in range(count))
+    return text[0].upper() + text[1:] + "."
+
+
+def count_text_tokens(text: str) -> int:
+    """About four characters a token, as for English text."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+IMAGE_TOKENS = 256  # a documented-looking flat rate per image
+FRAME_TOKENS = 64  # per video frame
+URL_VIDEO_FRAMES = 20  # frames assumed for a video given by URL
+
+
+def count_input_tokens(messages: list[dict[str, Any]]) -> int:
+    """Plausible input tokens: text, plus flat rates for images and video frames."""
+    total = 0
+    for message in messages:
+        total += 4  # role and separators
+        content = message.get("content")
+        if isinstance(content, str):
+            total += count_text_tokens(content)
+            continue
+        for part in content or []:
+            if not isinstance(part, dict):
+                continue
+            if "text" in part and isinstance(part["text"], str):
+                total += count_text_tokens(part["text"])
+            elif "image" in part or part.get("type") == "image_url":
+                total += IMAGE_TOKENS
+            elif isinstance(part.get("video"), list):
+                total += FRAME_TOKENS * len(part["video"])
+            elif "video" in part or part.get("type") == "video_url":
+                total += FRAME_TOKENS * URL_VIDEO_FRAMES
+    return total
+
+
+def split_pieces(text: str, words_per_piece: int = 3) -> list[str]:
+    """Cut an answer into stream pieces of a few words, keeping the spaces."""
+    tokens = re.findall(r"\S+\s*", text)
+    return [
+        "".join(tokens[i : i + words_per_piece])
+        for i in range(0, len(tokens), words_per_piece)
+    ] or [text]

@@ -1,0 +1,96 @@
+"""The service's documented facts, transcribed for the simulator from FACTS.md.
+
+Independent of ``batchkimi.catalogue`` on purpose: two transcriptions of one source,
+checked against each other by a test, so a slip in either is caught.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MULTIMODAL = "multimodal-generation"
+TEXT = "text-generation"
+
+
+@dataclass(frozen=True, slots=True)
+class SimModel:
+    path: str  # the one native path the gateway serves this model on (FACTS §1.1)
+    thinking: str  # hybrid | always | never
+    retired: bool = False
+    rpm: int = 500  # FACTS §6.1
+    tpm: int = 1_000_000
+
+
+MODELS: dict[str, SimModel] = {
+    "kimi-k2.7-code": SimModel(MULTIMODAL, "always"),
+    "kimi-k2.6": SimModel(MULTIMODAL, "hybrid"),
+    "kimi-k2.5": SimModel(MULTIMODAL, "hybrid"),
+    "kimi-k2-thinking": SimModel(TEXT, "always", retired=True),
+    "Moonshot-Kimi-K2-Instruct": SimModel(TEXT, "never", retired=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SimError:
+    status: int
+    compat_code: str  # the OpenAI-compatible code/type (FACTS §4.4)
+    message: str
+
+
+# FACTS §3.2 (status, DashScope code, compat code) with the documented messages.
+ERRORS: dict[str, SimError] = {
+    "InvalidParameter": SimError(400, "invalid_parameter_error", "Invalid parameter."),
+    "DataInspectionFailed": SimError(
+        400,
+        "data_inspection_failed",
+        "Input or output data may contain inappropriate content.",
+    ),
+    "Arrearage": SimError(
+        400,
+        "Arrearage",
+        "Access denied, please make sure your account is in good standing.",
+    ),
+    "InvalidApiKey": SimError(401, "invalid_api_key", "Invalid API-key provided."),
+    "AccessDenied": SimError(403, "access_denied", "Access denied."),
+    "ModelNotFound": SimError(404, "model_not_found", "Model not exist."),
+    "Throttling": SimError(429, "Throttling", "Requests throttled."),
+    "Throttling.RateQuota": SimError(
+        429, "limit_requests", "Requests rate limit exceeded, please try again later."
+    ),
+    "Throttling.BurstRate": SimError(
+        429,
+        "limit_burst_rate",
+        "Request rate increased too quickly. To ensure system stability, please "
+        "adjust your client logic to scale requests more smoothly over time.",
+    ),
+    "Throttling.AllocationQuota": SimError(
+        429,
+        "insufficient_quota",
+        "Allocated quota exceeded, please increase your quota limit.",
+    ),
+    "CommodityNotPurchased": SimError(
+        429, "CommodityNotPurchased", "Commodity has not purchased yet."
+    ),
+    "PrepaidBillOverdue": SimError(
+        429, "PrepaidBillOverdue", "The prepaid bill is overdue."
+    ),
+    "PostpaidBillOverdue": SimError(
+        429, "PostpaidBillOverdue", "The postpaid bill is overdue."
+    ),
+    "InternalError": SimError(
+        500, "internal_error", "An internal error has occured, please try again later."
+    ),
+    "ModelServingError": SimError(
+        503,
+        "ModelServingError",
+        "Too many requests. Your requests are being throttled due to system capacity "
+        "limits. Please try again later.",
+    ),
+    "ServiceUnavailable": SimError(503, "ServiceUnavailable", "Service unavailable."),
+}
+
+# FACTS §1.1: the message of a model called on the wrong native path
+URL_ERROR = (
+    "url error, please check url！For details, see: "
+    "https://help.aliyun.com/zh/model-studio/error-code#error-url"
+)

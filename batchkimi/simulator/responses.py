@@ -1,0 +1,197 @@
+"""The bytes the simulated service answers with, in each API's exact shape.
+
+Native (FACTS §2): ``output.choices[].message`` with list-of-``{text}`` content on the
+multimodal path and a string on the text path; SSE frames ``id:N`` / ``event:result`` /
+``:HTTP_STATUS/200`` / ``data:{…}`` with ``finish_reason`` the string ``"null"`` until
+the end, cumulative usage, and no ``[DONE]``. Compatible (FACTS §4): OpenAI shapes,
+``data: {…}`` frames, a usage chunk with ``choices: []``, then ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    reasoning: str
+    content: str
+    finish_reason: str
+    input_tokens: int
+    reasoning_tokens: int
+    output_tokens: int  # reasoning included, as billed
+
+
+# --- native ------------------------------------------------------------------------
+
+
+def native_usage(
+    answer: Answer, reasoning_so_far: int, output_so_far: int
+) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "input_tokens": answer.input_tokens,
+        "output_tokens": output_so_far,
+        "total_tokens": answer.input_tokens + output_so_far,
+    }
+    if answer.reasoning_tokens:
+        usage["output_tokens_details"] = {"reasoning_tokens": reasoning_so_far}
+    return usage
+
+
+def native_body(answer: Answer, *, multimodal: bool, request_id: str) -> bytes:
+    content: Any = [{"text": answer.content}] if multimodal else answer.content
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    return dumps(
+        {
+            "output": {
+                "choices": [{"finish_reason": answer.finish_reason, "message": message}]
+            },
+            "usage": native_usage(
+                answer, answer.reasoning_tokens, answer.output_tokens
+            ),
+            "request_id": request_id,
+        }
+    )
+
+
+def native_frame(
+    event_id: int, data: dict[str, Any], *, event: str = "result", status: int = 200
+) -> bytes:
+    return (
+        f"id:{event_id}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:".encode()
+        + dumps(data)
+        + b"\n\n"
+    )
+
+
+def native_chunk(
+    answer: Answer,
+    *,
+    multimodal: bool,
+    request_id: str,
+    reasoning: str = "",
+    content: str = "",
+    finish_reason: str = "null",
+    reasoning_so_far: int,
+    output_so_far: int,
+) -> dict[str, Any]:
+    empty: Any = [] if multimodal else ""
+    wire_content: Any = (
+        ([{"text": content}] if multimodal else content) if content else empty
+    )
+    message: dict[str, Any] = {"content": wire_content, "role": "assistant"}
+    if answer.reasoning:
+        message["reasoning_content"] = reasoning
+    return {
+        "output": {"choices": [{"message": message, "finish_reason": finish_reason}]},
+        "usage": native_usage(answer, reasoning_so_far, output_so_far),
+        "request_id": request_id,
+    }
+
+
+def native_error(code: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"request_id": request_id, "code": code, "message": message}
+
+
+# --- compatible --------------------------------------------------------------------
+
+
+def compat_usage(answer: Answer) -> dict[str, Any]:
+    return {
+        "prompt_tokens": answer.input_tokens,
+        "completion_tokens": answer.output_tokens,
+        "total_tokens": answer.input_tokens + answer.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
+    }
+
+
+def compat_body(answer: Answer, *, model: str, request_id: str) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+    if answer.reasoning:
+        message["reasoning_content"] = answer.reasoning
+    return dumps(
+        {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+            "service_tier": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": answer.finish_reason,
+                    "logprobs": None,
+                    "message": message,
+                }
+            ],
+            "usage": compat_usage(answer),
+        }
+    )
+
+
+def compat_chunk(
+    *,
+    model: str,
+    request_id: str,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    usage: dict[str, Any] | None = None,
+    choices: bool = True,
+) -> bytes:
+    chunk: dict[str, Any] = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "service_tier": None,
+        "usage": usage,
+        "choices": (
+            [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ]
+            if choices
+            else []
+        ),
+    }
+    return b"data: " + dumps(chunk) + b"\n\n"
+
+
+COMPAT_DONE = b"data: [DONE]\n\n"
+
+
+def compat_error(code: str, compat_code: str, message: str, request_id: str) -> bytes:
+    return dumps(
+        {
+            "error": {
+                "message": message,
+                "type": compat_code,
+                "param": None,
+                "code": compat_code,
+            },
+            "id": f"chatcmpl-{request_id}",
+            "request_id": request_id,
+        }
+    )
+
+
+BAD_GATEWAY_HTML = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)

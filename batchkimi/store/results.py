@@ -1,0 +1,128 @@
+"""``results.parquet``: one row per manifest row, in manifest order, one schema.
+
+Built from the row register and the journal (the journal is the truth), written to a
+temporary file and moved into place with ``os.replace``, so a crash mid-write leaves the
+previous version intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from batchkimi.records import RowStatus
+
+RESULTS_NAME = "results.parquet"
+
+#: DESIGN.md's output columns, in order, plus the audit trail batchkimi adds
+#: (fingerprint, response_model, retries). Defined once; tests pin it to DESIGN.md.
+RESULTS_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "status": pl.String(),
+    "model": pl.String(),
+    "api": pl.String(),
+    "content": pl.String(),
+    "reasoning_content": pl.String(),
+    "finish_reason": pl.String(),
+    "input_tokens": pl.Int64(),
+    "output_tokens": pl.Int64(),
+    "reasoning_tokens": pl.Int64(),
+    "cached_tokens": pl.Int64(),
+    "total_tokens": pl.Int64(),
+    "cost": pl.Float64(),
+    "currency": pl.String(),
+    "attempts": pl.Int64(),
+    "latency_ms": pl.Float64(),
+    "ttft_ms": pl.Float64(),
+    "request_id": pl.String(),
+    "error_code": pl.String(),
+    "error_message": pl.String(),
+    "http_status": pl.Int64(),
+    "started_at": pl.String(),
+    "finished_at": pl.String(),
+    "fingerprint": pl.String(),
+    "response_model": pl.String(),
+    "retries": pl.String(),  # JSON object: cause -> retried attempts
+}
+OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
+_JOURNAL_FIELDS = [c for c in OUTPUT_COLUMNS if c not in ("id",)]
+
+
+def journal_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """The newest journal record per fingerprint, as a typed frame."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:
+        latest[record["fingerprint"]] = record
+    columns: dict[str, list[Any]] = {name: [] for name in _JOURNAL_FIELDS}
+    for record in latest.values():
+        for name in _JOURNAL_FIELDS:
+            value = record.get(name)
+            if name == "retries":
+                value = _retries_json(value)
+            columns[name].append(value)
+    schema = {name: RESULTS_SCHEMA[name] for name in _JOURNAL_FIELDS}
+    return pl.DataFrame(columns, schema=schema, strict=False)
+
+
+def _retries_json(value: Any) -> str | None:
+    if not value:
+        return None
+    return json.dumps(value, sort_keys=True)
+
+
+def build_results(
+    rows_path: Path, records: list[dict[str, Any]], *, api: str
+) -> pl.DataFrame:
+    """Join the register with the journal, in manifest order."""
+    rows = pl.read_parquet(rows_path)
+    kept = [c for c in rows.columns if not c.startswith("_") and c != "id"]
+    journal = journal_frame(records)
+    joined = rows.join(
+        journal, left_on="_fingerprint", right_on="fingerprint", how="left"
+    )
+    problem = pl.col("_problem_code").is_not_null()
+    status = (
+        pl.when(problem)
+        .then(pl.lit(RowStatus.ERROR.value))
+        .when(pl.col("status").is_null())
+        .then(pl.lit(RowStatus.SKIPPED.value))
+        .otherwise(pl.col("status"))
+    )
+    out = joined.sort("_index").with_columns(
+        status.alias("status"),
+        pl.coalesce("model", "_model").alias("model"),
+        pl.coalesce("api", pl.lit(api)).alias("api"),
+        pl.when(problem)
+        .then(pl.col("_problem_code"))
+        .otherwise(pl.col("error_code"))
+        .alias("error_code"),
+        pl.when(problem)
+        .then(pl.col("_problem_message"))
+        .otherwise(pl.col("error_message"))
+        .alias("error_message"),
+        pl.col("_fingerprint").alias("fingerprint"),
+        pl.col("attempts").fill_null(0),
+    )
+    ordered = ["id", *kept, *[c for c in OUTPUT_COLUMNS if c != "id"]]
+    return out.select(
+        [
+            pl.col(c).cast(RESULTS_SCHEMA[c]) if c in RESULTS_SCHEMA else pl.col(c)
+            for c in ordered
+        ]
+    )
+
+
+def write_atomically(frame: pl.DataFrame, path: Path) -> None:
+    """Write to a temporary file beside ``path``, fsync it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.write_parquet(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

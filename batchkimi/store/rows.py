@@ -1,0 +1,68 @@
+"""The row register: every manifest row's position, key, fingerprint and kept columns.
+
+Written batch by batch while the manifest is read (``.batchkimi/rows.parquet``), so the
+final results can be laid out in manifest order without holding the manifest in memory.
+Rows that could not be sent carry their problem here instead of a fingerprint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+ROWS_NAME = "rows.parquet"
+INTERNAL_COLUMNS = {
+    "_index": pl.Int64,
+    "id": pl.String,
+    "_fingerprint": pl.String,
+    "_problem_code": pl.String,
+    "_problem_message": pl.String,
+    "_model": pl.String,
+}
+
+
+class RowRegister:
+    """Appends batches to a temporary Parquet file; ``commit`` makes it current."""
+
+    def __init__(self, folder: Path, kept: dict[str, str]) -> None:
+        """``kept`` maps manifest column → output column name."""
+        self.path = folder / ROWS_NAME
+        self._tmp = folder / f"{ROWS_NAME}.{os.getpid()}.tmp"
+        self.kept = kept
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def add(self, batch: pl.DataFrame, internal: dict[str, list[Any]]) -> None:
+        frame = pl.DataFrame(internal, schema=INTERNAL_COLUMNS)
+        if self.kept:
+            kept = batch.select(
+                [pl.col(src).alias(dst) for src, dst in self.kept.items()]
+            )
+            frame = pl.concat([frame, kept], how="horizontal")
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        elif table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def commit(self) -> None:
+        """Close the file and atomically make it the register for this output."""
+        if self._writer is None:
+            empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
+            pq.write_table(empty, self._tmp)
+        else:
+            self._writer.close()
+            self._writer = None
+        Path(self._tmp).replace(self.path)
+
+    def abandon(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._tmp.unlink(missing_ok=True)

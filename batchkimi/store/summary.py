@@ -1,0 +1,88 @@
+"""``summary.json``: per model and overall: rows by status, tokens, cost, speed,
+retries.
+
+Aggregates are computed with polars from the results frame; the file is replaced
+atomically like results.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+SUMMARY_NAME = "summary.json"
+_TOKENS = (
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "total_tokens",
+)
+
+
+def _percentiles(series: pl.Series) -> dict[str, float | None]:
+    values = series.drop_nulls()
+    if values.is_empty():
+        return {"p50": None, "p90": None, "p99": None}
+    return {
+        name: round(float(values.quantile(q, interpolation="linear") or 0.0), 1)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+    }
+
+
+def _retries(frame: pl.DataFrame) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for raw in frame["retries"].drop_nulls():
+        counts.update(json.loads(raw))
+    return dict(sorted(counts.items()))
+
+
+def _group(frame: pl.DataFrame) -> dict[str, Any]:
+    statuses = frame["status"].value_counts()
+    by_status = dict(zip(statuses["status"], statuses["count"], strict=True))
+    priced = frame.filter(pl.col("cost").is_not_null())
+    answered = frame.filter(pl.col("input_tokens").is_not_null())
+    currencies = sorted(priced["currency"].drop_nulls().unique().to_list())
+    return {
+        "rows": frame.height,
+        "by_status": {k: int(v) for k, v in sorted(by_status.items())},
+        "tokens": {name: int(frame[name].fill_null(0).sum()) for name in _TOKENS},
+        "cost": round(float(priced["cost"].sum()), 6) if priced.height else None,
+        "currency": currencies[0] if len(currencies) == 1 else (currencies or None),
+        "rows_without_price": answered.height - priced.height,
+        "attempts": int(frame["attempts"].sum()),
+        "retries_by_cause": _retries(frame),
+        "latency_ms": _percentiles(frame["latency_ms"]),
+        "ttft_ms": _percentiles(frame["ttft_ms"]),
+    }
+
+
+def build_summary(
+    frame: pl.DataFrame, *, run: dict[str, Any], elapsed_s: float, sent_this_run: int
+) -> dict[str, Any]:
+    overall = _group(frame)
+    overall["rows_sent_this_run"] = sent_this_run
+    overall["elapsed_s"] = round(elapsed_s, 3)
+    overall["rows_per_s"] = (
+        round(sent_this_run / elapsed_s, 2) if elapsed_s > 0 and sent_this_run else None
+    )
+    models = {}
+    for model in sorted(frame["model"].drop_nulls().unique().to_list()):
+        models[model] = _group(frame.filter(pl.col("model") == model))
+    return {"run": run, "overall": overall, "by_model": models}
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8"
+        )
+        Path(tmp).replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
