@@ -71,6 +71,23 @@ _TRANSIENT = {
 
 _TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
+# FACTS §3.2/§4.4: compatible mode names the same errors differently. Results and
+# summaries use one vocabulary (DashScope's); the wire code stays in the message.
+CANONICAL_CODES = {
+    "limit_requests": "Throttling.RateQuota",
+    "insufficient_quota": "Throttling.AllocationQuota",
+    "limit_burst_rate": "Throttling.BurstRate",
+    "internal_error": "InternalError",
+    "invalid_api_key": "InvalidApiKey",
+    "access_denied": "AccessDenied",
+    "arrearage": "Arrearage",
+    "data_inspection_failed": "DataInspectionFailed",
+    "model_not_found": "ModelNotFound",
+    "model_not_supported": "ModelNotFound",
+    "invalid_parameter_error": "InvalidParameter",
+    "invalid_request_error": "InvalidParameter",
+}
+
 
 def _base_code(code: str) -> str:
     return code.split(".")[0] if code.startswith("InternalError") else code
@@ -87,11 +104,14 @@ def classify_failure(
     """Decide what an error answer means for the row and the run."""
     code = (code or "").strip()
     text = message.strip()
+    canonical = CANONICAL_CODES.get(code, code)
+    if canonical != code:
+        text = f"[{code}] {text}"
 
     def make(kind: str, budget: str | None = None) -> Failure:
         return Failure(
             kind=kind,
-            code=code or f"http_{http_status}",
+            code=canonical or f"http_{http_status}",
             message=text,
             http_status=http_status,
             budget=budget,

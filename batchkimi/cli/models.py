@@ -7,11 +7,14 @@ import json
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from batchkimi.catalogue import ModelInfo, load_catalogue
 from batchkimi.pricing import load_prices
+
+_SHORT = {"image": "img"}
 
 
 def _record(info: ModelInfo) -> dict[str, Any]:
@@ -38,43 +41,30 @@ def models_command(as_json: bool) -> None:
             out.append(record)
         click.echo(json.dumps(out, indent=2))
         return
-    table = Table(title="Kimi on Model Studio")
-    for column in (
-        "model",
-        "inputs",
-        "thinking",
-        "defaults",
-        "context",
-        "RPM/TPM",
-        "price (cn-beijing, per 1M in/out)",
-        "status",
-    ):
-        table.add_column(column)
+    table = Table(
+        title="Kimi on Model Studio",
+        caption="price: CNY per 1M tokens in / out, China (Beijing). "
+        "Defaults, limits and sources: --json",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("model", "inputs", "thinking", "context", "price", "status"):
+        table.add_column(column, no_wrap=True)
+    advice = []
     for info in catalogue.values():
         price = prices.get((info.name, "cn-beijing"))
-        price_text = (
-            f"{price.input:g} / {price.output:g} {price.currency}"
-            if price
-            else "unknown"
-        )
-        defaults = [f"temperature {info.temperature}"] if info.temperature else []
-        if info.temperature_thinking:
-            defaults.append(f"({info.temperature_thinking} thinking)")
-        if info.top_p:
-            defaults.append(f"top_p {info.top_p}")
-        status = (
-            f"retired {info.retired_on} → {', '.join(info.replacements)}"
-            if info.is_retired
-            else "active"
-        )
         table.add_row(
             info.name,
-            ", ".join(info.inputs),
+            "+".join(_SHORT.get(kind, kind) for kind in info.inputs),
             info.thinking,
-            " ".join(defaults),
-            f"{info.context_tokens:,}" if info.context_tokens else "unknown",
-            f"{info.rpm} / {info.tpm:,}" if info.rpm and info.tpm else "unknown",
-            price_text,
-            status,
+            f"{info.context_tokens // 1024}K" if info.context_tokens else "?",
+            f"{price.input:g} / {price.output:g}" if price else "unknown",
+            "retired" if info.is_retired else "active",
         )
-    Console().print(table)
+        if info.is_retired:
+            advice.append(f"{info.name}: {info.retirement_advice()}")
+    console = Console()
+    console.print(table)
+    for line in advice:
+        console.print(line)

@@ -162,8 +162,13 @@ def run_command(
         batchkimi run -i reviews.csv -o out/ --prompt "Sentiment: {review}"
         batchkimi run jobs/label_reviews.toml --api dashscope --thinking
 
-    Exit codes: 0 all rows ok, 1 some rows failed, 2 configuration error (nothing
-    sent), 3 stopped early (resumable), 5 the service refused the account.
+    \b
+    Exit codes:
+        0  every row ok
+        1  the run finished and some rows failed (all written)
+        2  configuration or manifest error: nothing sent
+        3  stopped early by --limit: re-run to resume
+        5  the service refused the account (key, billing): fix it, re-run
     """
     file_values = load_toml(job) if job is not None else {}
     options["columns"] = _pairs("--column", options["columns"], as_json=False) or None

@@ -327,7 +327,7 @@ class SimulatorApp:
             if (
                 fault is not None
                 and fault.kind in ("midstream", "disconnect")
-                and number > fault.after_chunks
+                and number > min(fault.after_chunks, len(frames) - 1)
             ):
                 log.fault = fault.code if fault.kind == "midstream" else "disconnect"
                 if fault.kind == "disconnect":
@@ -384,7 +384,7 @@ class SimulatorApp:
             if (
                 fault is not None
                 and fault.kind in ("midstream", "disconnect")
-                and number > fault.after_chunks
+                and number > min(fault.after_chunks, len(chunks) - 1)
             ):
                 log.fault = fault.code if fault.kind == "midstream" else "disconnect"
                 if fault.kind == "disconnect":

@@ -31,7 +31,9 @@ class Fault:
     kind: ``error`` (answer ``code`` before streaming), ``midstream`` (``code`` as an
     ``event:error`` after ``after_chunks`` frames), ``disconnect`` (close the
     connection after ``after_chunks`` frames), ``stall`` (send keep-alive comments for
-    ``seconds`` before answering), ``html502`` (a proxy's HTML error page).
+    ``seconds`` before answering), ``html502`` (a proxy's HTML error page). A stream
+    shorter than ``after_chunks`` breaks just before its final frame, so a scripted
+    fault always happens.
     """
 
     kind: str

@@ -1,0 +1,74 @@
+"""Helpers the tests share: manifests, specs and runs against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from batchkimi.clock import Clock
+from batchkimi.credentials import ApiKey
+from batchkimi.jobspec import JobSpec, build_spec
+from batchkimi.runner import RunOutcome, run_job
+from batchkimi.simulator import SimulatorServer
+
+
+def write_manifest(folder: Path, rows: list[dict[str, Any]], fmt: str = "csv") -> Path:
+    """Write rows as a CSV, Parquet or JSONL manifest and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"manifest.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    elif fmt == "parquet":
+        pl.DataFrame(rows).write_parquet(path)
+    else:
+        pl.DataFrame(rows).write_csv(path)
+    return path
+
+
+REVIEWS = [
+    {"id": f"r{i}", "review": text}
+    for i, text in enumerate(
+        [
+            "Great kettle, boils fast.",
+            "Broke after two days.",
+            "Fine for the price.",
+            "The lamp is lovely but dim.",
+            "Never arrived.",
+        ]
+    )
+]
+
+
+def make_spec(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    rows: list[dict[str, Any]] | None = None,
+    fmt: str = "csv",
+    **overrides: Any,
+) -> JobSpec:
+    """A spec that sends to the test simulator; keyword arguments override fields."""
+    manifest = write_manifest(tmp_path / "in", rows or REVIEWS, fmt)
+    values: dict[str, Any] = {
+        "input": manifest,
+        "output": tmp_path / "out",
+        "model": "kimi-k2.6",
+        "prompt": "Sentiment of: {review}. Answer with one of: positive, negative",
+        "base_url": simulator.url,
+        "concurrency": 4,
+    }
+    values.update(overrides)
+    return build_spec({}, values)
+
+
+def run(spec: JobSpec, *, clock: Clock | None = None) -> RunOutcome:
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+    return asyncio.run(run_job(spec, key, clock=clock))
+
+
+def read_results(spec: JobSpec) -> pl.DataFrame:
+    return pl.read_parquet(spec.output / "results.parquet")
