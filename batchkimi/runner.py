@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from batchkimi.pricing import load_prices
 from batchkimi.records import RowRequest, RowResult, RowStatus
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
-from batchkimi.store.journal import Journal, is_final
+from batchkimi.store.journal import Journal, answered_fingerprints
 from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
 from batchkimi.store.results import write_atomically as write_results
 from batchkimi.store.rows import RowRegister
@@ -173,7 +173,7 @@ async def run_job(
         msg = f"cannot create the output folder {spec.output}: {exc.strerror}"
         raise ConfigError(msg) from exc
 
-    journal, records, torn = Journal.open(state)
+    journal, torn = Journal.open(state)
     warnings: list[str] = []
     if torn:
         warnings.append(
@@ -185,10 +185,7 @@ async def run_job(
         if (spec.retry_errors)
         else frozenset()
     )
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        latest[record["fingerprint"]] = record
-    done = {fp for fp, record in latest.items() if is_final(record, rerun)}
+    done = answered_fingerprints(journal.path, rerun)
     for message in warnings:
         observer.on_warning(message)
 
@@ -215,11 +212,9 @@ async def run_job(
         ),
         clock,
     )
-    new_records: list[dict[str, Any]] = []
 
     def sink(request: RowRequest, result: RowResult) -> None:
         journal.append(result, row_id=request.row_id)
-        new_records.append(_record_view(result))
         observer.on_result(result)
 
     started_at = clock.wall()
@@ -241,8 +236,7 @@ async def run_job(
         if outcome is None:
             register.abandon()
     elapsed = clock.monotonic() - start
-    all_records = records + new_records
-    frame = build_results(register.path, all_records, api=spec.api)
+    frame = build_results(register.path, journal.path, api=spec.api)
     write_results(frame, spec.output / RESULTS_NAME)
     by_status = {s.value: 0 for s in RowStatus}
     for status, count in frame["status"].value_counts().iter_rows():
@@ -287,9 +281,3 @@ async def run_job(
         fatal=outcome.fatal,
         warnings=warnings,
     )
-
-
-def _record_view(result: RowResult) -> dict[str, Any]:
-    record = asdict(result)
-    record["status"] = result.status.value
-    return record

@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+
+import polars as pl
 
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowResult, RowStatus
 
 JOURNAL_NAME = "journal.jsonl"
 FORMAT_VERSION = 1
+_BLOCK = 1 << 16
 
 
 class JournalError(BatchkimiError):
@@ -30,33 +32,52 @@ class JournalError(BatchkimiError):
     exit_code = 2
 
 
-def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """All whole records, and how many torn bytes were found at the end (0 if none)."""
+def torn_tail_bytes(path: Path) -> int:
+    """How many bytes follow the last newline: a record whose write never finished.
+
+    Reads backwards from the end in blocks, so a large journal is not read whole.
+    """
     if not path.exists():
-        return [], 0
-    data = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    good_end = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break  # the last line never got its newline: torn
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if not isinstance(record, dict) or "fingerprint" not in record:
-            break
-        records.append(record)
-        good_end += len(line)
-    return records, len(data) - good_end
+        return 0
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        end = size
+        while end > 0:
+            start = max(0, end - _BLOCK)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline != -1:
+                return size - (start + newline + 1)
+            end = start
+    return size
 
 
-def iter_latest(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The newest record for each fingerprint, in first-seen order."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        latest[record["fingerprint"]] = record
-    return iter(latest.values())
+def read_latest(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The newest record per fingerprint, with the given fields, read by polars.
+
+    A line polars cannot parse (only a damaged disk makes one) is skipped with the
+    Python reader instead of failing the run; ``schema`` must include fingerprint.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return pl.DataFrame(schema=dict(schema))
+    try:
+        frame = pl.scan_ndjson(path, schema=dict(schema)).collect()
+    except pl.exceptions.PolarsError:
+        frame = _read_leniently(path, schema)
+    return frame.unique(subset="fingerprint", keep="last", maintain_order=True)
+
+
+def _read_leniently(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    rows = []
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("fingerprint"), str):
+                rows.append({name: record.get(name) for name in schema})
+    return pl.DataFrame(rows, schema=dict(schema), strict=False)
 
 
 class Journal:
@@ -72,24 +93,27 @@ class Journal:
     @classmethod
     def open(
         cls, folder: Path, *, fsync_interval_s: float = 0.2
-    ) -> tuple[Journal, list[dict[str, Any]], int]:
-        """Open for appending; return it with the records already there and torn bytes.
+    ) -> tuple[Journal, int]:
+        """Open for appending; return it with the number of torn bytes found.
 
         A torn tail is cut off the file, so new records start on a clean line.
         """
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / JOURNAL_NAME
-        records, torn = read_records(path)
+        torn = torn_tail_bytes(path)
         if torn:
             with path.open("r+b") as handle:
                 handle.truncate(path.stat().st_size - torn)
                 os.fsync(handle.fileno())
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return cls(path, fd, fsync_interval_s), records, torn
+        return cls(path, fd, fsync_interval_s), torn
 
     def append(self, result: RowResult, *, row_id: str) -> None:
         """Hand one result to the OS now; it is fsynced within the interval."""
         record = asdict(result)
+        record["retries"] = (
+            json.dumps(result.retries, sort_keys=True) if (result.retries) else None
+        )
         record["row_id"] = row_id
         record["v"] = FORMAT_VERSION
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
@@ -127,9 +151,8 @@ class Journal:
             os.close(self._fd)
 
 
-def is_final(record: dict[str, Any], rerun: frozenset[str]) -> bool:
-    """Whether a journalled result stands, or its row should be sent again."""
-    status = record.get("status")
-    if status == RowStatus.OK:
-        return True
-    return status not in rerun
+def answered_fingerprints(path: Path, rerun: frozenset[str]) -> set[str]:
+    """Fingerprints whose newest result stands (``rerun``: statuses to send again)."""
+    latest = read_latest(path, {"fingerprint": pl.String(), "status": pl.String()})
+    keep = latest.filter(~pl.col("status").is_in(list(rerun - {RowStatus.OK.value})))
+    return set(keep["fingerprint"].to_list())

@@ -7,14 +7,13 @@ previous version intact.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from batchkimi.records import RowStatus
+from batchkimi.store.journal import read_latest
 
 RESULTS_NAME = "results.parquet"
 
@@ -49,38 +48,15 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "retries": pl.String(),  # JSON object: cause -> retried attempts
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
-_JOURNAL_FIELDS = [c for c in OUTPUT_COLUMNS if c not in ("id",)]
+#: what the journal holds of each result (everything but the row's own id)
+JOURNAL_SCHEMA = {name: dtype for name, dtype in RESULTS_SCHEMA.items() if name != "id"}
 
 
-def journal_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
-    """The newest journal record per fingerprint, as a typed frame."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        latest[record["fingerprint"]] = record
-    columns: dict[str, list[Any]] = {name: [] for name in _JOURNAL_FIELDS}
-    for record in latest.values():
-        for name in _JOURNAL_FIELDS:
-            value = record.get(name)
-            if name == "retries":
-                value = _retries_json(value)
-            columns[name].append(value)
-    schema = {name: RESULTS_SCHEMA[name] for name in _JOURNAL_FIELDS}
-    return pl.DataFrame(columns, schema=schema, strict=False)
-
-
-def _retries_json(value: Any) -> str | None:
-    if not value:
-        return None
-    return json.dumps(value, sort_keys=True)
-
-
-def build_results(
-    rows_path: Path, records: list[dict[str, Any]], *, api: str
-) -> pl.DataFrame:
-    """Join the register with the journal, in manifest order."""
+def build_results(rows_path: Path, journal_path: Path, *, api: str) -> pl.DataFrame:
+    """Join the register with the journal's newest results, in manifest order."""
     rows = pl.read_parquet(rows_path)
     kept = [c for c in rows.columns if not c.startswith("_") and c != "id"]
-    journal = journal_frame(records)
+    journal = read_latest(journal_path, JOURNAL_SCHEMA)
     joined = rows.join(
         journal, left_on="_fingerprint", right_on="fingerprint", how="left"
     )

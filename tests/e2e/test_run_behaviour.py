@@ -240,3 +240,17 @@ def test_a_torn_journal_tail_is_dropped_with_a_warning(
     assert outcome.sent == 1  # only the torn row is asked again
     assert any("torn" in w for w in outcome.warnings)
     assert set(read_results(spec)["status"]) == {"ok"}
+
+
+def test_a_damaged_journal_line_costs_only_that_row(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    spec = make_spec(tmp_path, simulator)
+    run(spec)
+    journal = spec.output / ".batchkimi" / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[1] = b"\x00\x00 not json at all \x00\n"  # a bad sector, say
+    journal.write_bytes(b"".join(lines))
+    outcome = run(spec)
+    assert (outcome.exit_code, outcome.sent) == (0, 1)
+    assert set(read_results(spec)["status"]) == {"ok"}
