@@ -90,3 +90,36 @@ def test_a_model_without_an_official_price_reports_cost_unknown(
     summary = json.loads((spec.output / "summary.json").read_text())
     assert summary["overall"]["cost"] is None
     assert summary["overall"]["rows_without_price"] == len(REVIEWS)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_every_manifest_format_labels_end_to_end(
+    tmp_path: Path, simulator: SimulatorServer, fmt: str
+) -> None:
+    rows = [
+        {"id": i, "review": r["review"], "stars": i % 5 + 1}
+        for i, r in enumerate(REVIEWS)
+    ]
+    spec = make_spec(
+        tmp_path, simulator, rows=rows, fmt=fmt, prompt="{review} ({stars} stars)"
+    )
+    outcome = run(spec)
+    results = read_results(spec)
+    assert outcome.exit_code == 0
+    assert results["id"].to_list() == [str(i) for i in range(len(REVIEWS))]
+    assert results["stars"].cast(int).to_list() == [r["stars"] for r in rows]
+    sent = [r.body["messages"][-1]["content"] for r in simulator.requests]
+    assert sorted(sent) == sorted(f"{r['review']} ({r['stars']} stars)" for r in rows)
+
+
+def test_a_jsonl_row_missing_a_template_key_fails_alone(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    rows = [{"id": "a", "review": "good"}, {"id": "b"}, {"id": "c", "review": "bad"}]
+    spec = make_spec(tmp_path, simulator, rows=rows, fmt="jsonl", prompt="{review}")
+    outcome = run(spec)
+    results = read_results(spec)
+    assert outcome.exit_code == 1
+    assert results["status"].to_list() == ["ok", "error", "ok"]
+    assert results["error_message"][1].startswith('row 2 (id "b"), column "review"')
+    assert len(simulator.requests) == 2
