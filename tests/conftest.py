@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from batchkimi.simulator import SimulatorServer
+
+# A safety net read by the official SDKs at import: any test that forgets to point one
+# at the simulator fails on a dead loopback port instead of reaching the real service.
+_NOWHERE = "http://127.0.0.1:9"
+os.environ["DASHSCOPE_HTTP_BASE_URL"] = f"{_NOWHERE}/api/v1"
+os.environ["DASHSCOPE_COMPATIBLE_BASE_URL"] = f"{_NOWHERE}/compatible-mode/v1"
+os.environ["OPENAI_BASE_URL"] = f"{_NOWHERE}/v1"
 
 _SCRUB = (
     "DASHSCOPE_API_KEY",
@@ -39,6 +47,8 @@ def simulator_server() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def simulator(simulator_server: SimulatorServer) -> SimulatorServer:
+def simulator(simulator_server: SimulatorServer) -> Iterator[SimulatorServer]:
+    """The shared simulator, reset; a test fails if the simulator itself crashed."""
     simulator_server.reset(seed=1234)
-    return simulator_server
+    yield simulator_server
+    assert simulator_server.app.crashes == [], simulator_server.app.crashes[0]

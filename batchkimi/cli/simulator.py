@@ -6,10 +6,11 @@ import threading
 
 import click
 
-from batchkimi.simulator import Behaviour, SimulatorServer
+from batchkimi.simulator import Behaviour, Limits, SimulatorServer
+from batchkimi.simulator.facts import ERRORS
 
 
-def _rates(values: tuple[str, ...]) -> dict[str, float]:
+def _rates(option: str, values: tuple[str, ...]) -> dict[str, float]:
     rates: dict[str, float] = {}
     for item in values:
         code, sep, raw = item.partition("=")
@@ -19,9 +20,15 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
             rate = -1.0
         if not sep or not 0 <= rate <= 1:
             msg = f"{item!r} is not CODE=RATE with RATE between 0 and 1"
-            raise click.BadParameter(msg, param_hint="--error-rate")
+            raise click.BadParameter(msg, param_hint=option)
+        if code not in ERRORS:
+            msg = f"{code!r} is not a simulated error code; known: {', '.join(ERRORS)}"
+            raise click.BadParameter(msg, param_hint=option)
         rates[code] = rate
     return rates
+
+
+_SHARE = click.FloatRange(0, 1)
 
 
 @click.command("simulator")
@@ -29,19 +36,31 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on (keep it on loopback).",
+    help="Address to listen on. Keep it on loopback.",
 )
 @click.option(
-    "--port", default=8000, show_default=True, help="Port; 0 picks a free one."
+    "--port",
+    default=8000,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one.",
 )
 @click.option(
-    "--seed", default=0, show_default=True, help="Seed for every random choice."
+    "--seed",
+    default=0,
+    show_default=True,
+    help="Seed for every random choice: the same seed, the same behaviour.",
 )
 @click.option(
     "--ttft-ms",
     default=0.0,
     show_default=True,
-    help="Delay before the first byte of each answer, in ms.",
+    help="Median delay before the first byte of each answer, in ms.",
+)
+@click.option(
+    "--ttft-jitter",
+    default=0.0,
+    show_default=True,
+    help="Spread of that delay: sigma of a log-normal factor (0: fixed).",
 )
 @click.option(
     "--tokens-per-s",
@@ -54,34 +73,129 @@ def _rates(values: tuple[str, ...]) -> dict[str, float]:
     "error_rates",
     multiple=True,
     metavar="CODE=RATE",
-    help="Answer this share of requests with an error code, e.g. "
-    "InternalError=0.1 or Throttling.RateQuota=0.05.",
+    help="Answer this share of requests with an error instead, e.g. "
+    "InternalError=0.1, Throttling.RateQuota=0.05, "
+    "DataInspectionFailed=0.01, Arrearage=0.001. Repeatable.",
+)
+@click.option(
+    "--midstream-rate",
+    "midstream_rates",
+    multiple=True,
+    metavar="CODE=RATE",
+    help="Break this share of streams with an error frame after two "
+    "frames, e.g. Throttling.AllocationQuota=0.02. Repeatable.",
 )
 @click.option(
     "--disconnect-rate",
     default=0.0,
+    type=_SHARE,
     show_default=True,
-    help="Share of streams cut off after the first frame.",
+    help="Share of answers whose connection is dropped mid-answer.",
+)
+@click.option(
+    "--stall-rate",
+    default=0.0,
+    type=_SHARE,
+    show_default=True,
+    help="Share of answers preceded by keep-alive comments only.",
+)
+@click.option(
+    "--stall-s",
+    default=5.0,
+    show_default=True,
+    help="How long a stall lasts, in seconds.",
+)
+@click.option(
+    "--bad-gateway-rate",
+    default=0.0,
+    type=_SHARE,
+    show_default=True,
+    help="Share of requests answered by a proxy's 502 HTML page.",
+)
+@click.option(
+    "--rpm",
+    type=click.IntRange(min=1),
+    help="Requests per minute per model; over it: 429 Throttling.RateQuota "
+    "(the service's documented limit is 500).",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(min=1),
+    help="Tokens per minute per model; over it: 429 "
+    "Throttling.AllocationQuota (documented: 1,000,000).",
+)
+@click.option(
+    "--limit-window-s",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="How much of the per-second allowance may be saved up: 1 enforces "
+    "the limits per second, as the service may; 60 per minute.",
+)
+@click.option(
+    "--burst-rps",
+    type=click.FloatRange(min=1),
+    help="More requests than this in any second: 429 Throttling.BurstRate.",
+)
+@click.option(
+    "--policy-expire-s",
+    default=300.0,
+    show_default=True,
+    help="Lifetime of a temporary-upload policy, in seconds.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Accept only this key (repeatable); by default any key is accepted.",
 )
 def simulator_command(
+    *,
     host: str,
     port: int,
     seed: int,
     ttft_ms: float,
+    ttft_jitter: float,
     tokens_per_s: float,
     error_rates: tuple[str, ...],
+    midstream_rates: tuple[str, ...],
     disconnect_rate: float,
+    stall_rate: float,
+    stall_s: float,
+    bad_gateway_rate: float,
+    rpm: int | None,
+    tpm: int | None,
+    limit_window_s: float,
+    burst_rps: float | None,
+    policy_expire_s: float,
+    api_keys: tuple[str, ...],
 ) -> None:
     """Serve a local Model Studio (both APIs) for tests, demos and benchmarks.
 
-    The first line on stdout is the base URL; point a job at it with --base-url.
+    Serves /compatible-mode/v1/chat/completions, the native multimodal- and
+    text-generation paths and the temporary-upload pair, with each API's own framing,
+    thinking, token usage, documented errors and the faults and limits set below.
+
+    The first line on stdout is the base URL: point a job at it with --base-url.
+
+    \b
+        batchkimi simulator --port 8000 --ttft-ms 400 --tokens-per-s 60
+        batchkimi simulator --rpm 500 --tpm 1000000 --error-rate InternalError=0.1
     """
     behaviour = Behaviour(
         seed=seed,
         ttft_ms=ttft_ms,
+        ttft_jitter=ttft_jitter,
         tokens_per_s=tokens_per_s,
-        error_rates=_rates(error_rates),
+        error_rates=_rates("--error-rate", error_rates),
+        midstream_rates=_rates("--midstream-rate", midstream_rates),
         disconnect_rate=disconnect_rate,
+        stall_rate=stall_rate,
+        stall_s=stall_s,
+        bad_gateway_rate=bad_gateway_rate,
+        limits=Limits(rpm=rpm, tpm=tpm, window_s=limit_window_s, burst_rps=burst_rps),
+        policy_expire_s=policy_expire_s,
+        api_keys=frozenset(api_keys) or None,
     )
     with SimulatorServer.running(host=host, port=port, behaviour=behaviour) as server:
         click.echo(server.url)

@@ -16,19 +16,13 @@ from typing import Any
 
 from batchkimi.catalogue import ModelInfo, check_thinking, check_usable
 from batchkimi.errors import ConfigError, ManifestError
-from batchkimi.jobspec import PARAMETERS, JobSpec, check_parameter
+from batchkimi.jobspec import COLUMN_ROLES, PARAMETERS, JobSpec, check_parameter
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
 from batchkimi.manifest.template import Template, parse_template
 from batchkimi.records import ImagePart, Message, Part, RowRequest, TextPart, VideoPart
 
-_OVERRIDES = (
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-)
+#: request parameters a manifest column may override, row by row
+_OVERRIDES = tuple(role for role in COLUMN_ROLES if role in PARAMETERS)
 _REMOTE = ("http://", "https://", "data:", "oss://")
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}

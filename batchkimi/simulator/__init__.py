@@ -15,11 +15,13 @@ from batchkimi.simulator.behaviour import (
     midstream,
     stall,
 )
+from batchkimi.simulator.limits import Limits
 from batchkimi.simulator.server import SimulatorServer
 
 __all__ = [
     "Behaviour",
     "Fault",
+    "Limits",
     "SimulatorServer",
     "disconnect",
     "error",

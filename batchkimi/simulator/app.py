@@ -12,10 +12,12 @@ import asyncio
 import json
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from batchkimi.simulator import responses as wire
 from batchkimi.simulator.behaviour import (
@@ -27,6 +29,8 @@ from batchkimi.simulator.behaviour import (
     split_pieces,
 )
 from batchkimi.simulator.facts import ERRORS, MODELS, MULTIMODAL, TEXT, URL_ERROR
+from batchkimi.simulator.limits import RateLimiter
+from batchkimi.simulator.uploads import UploadError, UploadStore
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -38,6 +42,8 @@ _NATIVE_PATHS = {
     f"{_NATIVE_PREFIX}{TEXT}/generation": TEXT,
 }
 _COMPAT_PATH = "/compatible-mode/v1/chat/completions"
+_POLICY_PATH = "/api/v1/uploads"
+_UPLOAD_FORM_PATH = "/oss-upload"
 
 
 @dataclass(slots=True)
@@ -52,6 +58,8 @@ class LoggedRequest:
     status: int = 0
     fault: str | None = None
     request_id: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
     at: float = field(default_factory=time.monotonic)
 
 
@@ -63,14 +71,19 @@ class SimulatorApp:
     """The ASGI application. ``behaviour`` may be replaced between tests."""
 
     def __init__(self, behaviour: Behaviour | None = None) -> None:
-        self.behaviour = behaviour or Behaviour()
-        self.requests: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        self.requests: list[LoggedRequest] = []
+        self.crashes: list[str] = []
+        self.reset(behaviour)
 
     def reset(self, behaviour: Behaviour | None = None) -> None:
+        """New knobs, fresh budgets and uploads, an empty request log."""
         with self._lock:
             self.behaviour = behaviour or Behaviour()
+            self.limiter = RateLimiter(self.behaviour.limits)
+            self.uploads = UploadStore(self.behaviour.policy_expire_s)
             self.requests = []
+            self.crashes = []
 
     def _request_id(self) -> str:
         return str(uuid.UUID(int=self.behaviour.rng.getrandbits(128), version=4))
@@ -95,6 +108,10 @@ class SimulatorApp:
             await self._route(scope, headers, body, log, send)
         except _Abort:
             return  # uvicorn closes a connection whose response never completed
+        except Exception:
+            # kept for tests to assert on: uvicorn's own log is silenced
+            self.crashes.append(traceback.format_exc())
+            raise
 
     async def _route(
         self,
@@ -106,14 +123,19 @@ class SimulatorApp:
     ) -> None:
         path = scope["path"]
         log.request_id = self._request_id()
-        if path == _COMPAT_PATH:
+        if path == _UPLOAD_FORM_PATH and scope["method"] == "POST":
+            await self._upload(headers, body, log, send)
+            return
+        if path == _POLICY_PATH:
+            log.api = "upload"
+        elif path == _COMPAT_PATH:
             log.api = "compatible"
         elif path in _NATIVE_PATHS:
             log.api = "native"
         else:
             await _send(send, 404, b'{"code":"NotFound","message":"Not found."}', log)
             return
-        if scope["method"] != "POST":
+        if scope["method"] != ("GET" if log.api == "upload" else "POST"):
             await self._error(send, log, "InvalidParameter", "Method not allowed.", 405)
             return
         auth = headers.get("authorization", "")
@@ -123,6 +145,9 @@ class SimulatorApp:
         keys = self.behaviour.api_keys
         if not token or (keys is not None and token not in keys):
             await self._error(send, log, "InvalidApiKey")
+            return
+        if log.api == "upload":
+            await self._policy(scope, headers, log, send)
             return
         try:
             request = json.loads(body)
@@ -139,6 +164,42 @@ class SimulatorApp:
         else:
             log.stream = request.get("stream") is True
             await self._compatible(request, log, send)
+
+    # --- temporary uploads (FACTS §5) -----------------------------------------
+
+    async def _policy(
+        self, scope: Scope, headers: dict[str, str], log: LoggedRequest, send: Send
+    ) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode())
+        model = (query.get("model") or [""])[0]
+        if (query.get("action") or [""])[0] != "getPolicy" or not model:
+            await self._error(
+                send,
+                log,
+                "InvalidParameter",
+                "Required parameter missing: action=getPolicy and model.",
+            )
+            return
+        log.model = model
+        host = headers.get("host") or "127.0.0.1"
+        data = self.uploads.issue_policy(model, f"http://{host}{_UPLOAD_FORM_PATH}")
+        body = wire.dumps({"request_id": log.request_id, "data": data})
+        await _send(send, 200, body, log)
+
+    async def _upload(
+        self, headers: dict[str, str], body: bytes, log: LoggedRequest, send: Send
+    ) -> None:
+        log.api = "oss"
+        try:
+            key = self.uploads.accept(headers.get("content-type", ""), body)
+        except UploadError as exc:
+            log.fault = exc.code
+            await _send(
+                send, exc.status, exc.xml(), log, content_type="application/xml"
+            )
+            return
+        log.body = {"key": key}
+        await _send(send, 200, b"", log, content_type="text/plain")
 
     # --- shared ----------------------------------------------------------------
 
@@ -228,8 +289,9 @@ class SimulatorApp:
     async def _delay_first(
         self, fault: Fault | None, send_keepalive: Callable[[], Awaitable[None]] | None
     ) -> None:
-        if self.behaviour.ttft_ms:
-            await asyncio.sleep(self.behaviour.ttft_ms / 1000)
+        delay_s = self.behaviour.first_byte_delay_s()
+        if delay_s:
+            await asyncio.sleep(delay_s)
         if fault is not None and fault.kind == "stall":
             deadline = time.monotonic() + fault.seconds
             while time.monotonic() < deadline:
@@ -277,17 +339,14 @@ class SimulatorApp:
         thinking = params.get("enable_thinking")
         problem = self._check(request, thinking)
         if problem is None and MODELS[request["model"]].path != path_kind:
-            # FACTS §1.1: the gateway ties each model to one path
+            # FACTS §1.1: the gateway ties each model to one path; on a stream the
+            # refusal arrives as a 200 with an event:error frame
             if log.stream:
-                frame = wire.native_frame(
-                    1,
-                    wire.native_error(
-                        "InvalidParameter", URL_ERROR, log.request_id or ""
-                    ),
-                    event="error",
-                    status=400,
+                error = wire.native_error(
+                    "InvalidParameter", URL_ERROR, log.request_id or ""
                 )
                 log.fault = "InvalidParameter"
+                frame = wire.native_frame(1, error, event="error", status=400)
                 await _send(send, 200, frame, log, content_type=_SSE)
                 return
             problem = ("InvalidParameter", URL_ERROR)
@@ -302,53 +361,21 @@ class SimulatorApp:
                 'The incremental_output parameter must be "true" when enable_thinking '
                 "is true",
             )
+        if problem is None:
+            oss_ok = log.headers.get("x-dashscope-ossresourceresolve", "") == "enable"
+            problem = self._check_media(messages, request["model"], oss_ok=oss_ok)
         if problem is not None:
             await self._error(send, log, problem[0], problem[1])
             return
-        fault = self.behaviour.next_fault(request["model"])
-        if await self._fault_before_answer(fault, send, log):
-            return
-        answer = self._answer(request["model"], messages, params, thinking)
-        multimodal = path_kind == MULTIMODAL
-        rid = log.request_id or ""
-        if not log.stream:
-            await self._delay_first(fault, None)
-            await _send(
-                send,
-                200,
-                wire.native_body(answer, multimodal=multimodal, request_id=rid),
-                log,
-            )
-            return
-        await _start(send, 200, _SSE, log)
-        await self._delay_first(fault, lambda: _chunk(send, b":keep-alive\n\n"))
-        frames = _native_frames(answer, multimodal=multimodal, request_id=rid)
-        for number, (piece, data) in enumerate(frames, start=1):
-            if (
-                fault is not None
-                and fault.kind in ("midstream", "disconnect")
-                and number > min(fault.after_chunks, len(frames) - 1)
-            ):
-                log.fault = fault.code if fault.kind == "midstream" else "disconnect"
-                if fault.kind == "disconnect":
-                    raise _Abort
-                spec = ERRORS[fault.code]
-                await _chunk(
-                    send,
-                    wire.native_frame(
-                        number,
-                        wire.native_error(fault.code, spec.message, rid),
-                        event="error",
-                        status=spec.status,
-                    ),
-                )
-                await _chunk(send, b"", more=False)
-                return
-            await self._pace(piece)
-            await _chunk(send, wire.native_frame(number, data))
-        await _chunk(send, b"", more=False)
-
-    # --- compatible ------------------------------------------------------------
+        await self._serve(
+            request["model"],
+            messages,
+            params,
+            thinking,
+            log,
+            send,
+            multimodal=path_kind == MULTIMODAL,
+        )
 
     async def _compatible(
         self, request: dict[str, Any], log: LoggedRequest, send: Send
@@ -359,83 +386,161 @@ class SimulatorApp:
             return
         thinking = request.get("enable_thinking")
         problem = self._check(request, thinking)
+        if problem is None:
+            # FACTS §5: temporary oss:// URLs are not usable in compatible mode
+            problem = self._check_media(messages, request["model"], oss_ok=False)
         if problem is not None:
             await self._error(send, log, problem[0], problem[1])
             return
-        fault = self.behaviour.next_fault(request["model"])
+        await self._serve(
+            request["model"], messages, request, thinking, log, send, multimodal=None
+        )
+
+    def _check_media(
+        self, messages: list[Any], model: str, *, oss_ok: bool
+    ) -> tuple[str, str] | None:
+        for url in _media_urls(messages):
+            if url.startswith("file://"):
+                return "InvalidParameter", (
+                    f"The URL {url[:80]} cannot be read by the service: a local file "
+                    "must be uploaded first, or sent as a data: URL."
+                )
+            if url.startswith("oss://"):
+                if not oss_ok:
+                    return "InvalidParameter", (
+                        f"The URL {url[:80]} is a temporary oss:// URL: send the "
+                        "header X-DashScope-OssResourceResolve: enable with the native "
+                        "API."
+                    )
+                why = self.uploads.resolve(url, model)
+                if why:
+                    return "InvalidParameter", why
+        return None
+
+    async def _serve(
+        self,
+        model: str,
+        messages: list[Any],
+        params: dict[str, Any],
+        thinking: bool | None,
+        log: LoggedRequest,
+        send: Send,
+        *,
+        multimodal: bool | None,  # None: the compatible API
+    ) -> None:
+        """Admit, then answer in the request's API and mode, with any fault drawn."""
+        answer = self._answer(model, messages, params, thinking)
+        log.input_tokens, log.output_tokens = answer.input_tokens, answer.output_tokens
+        throttle = self.limiter.admit(
+            model, answer.input_tokens + answer.output_tokens, time.monotonic()
+        )
+        if throttle is not None:
+            await self._error(send, log, throttle)
+            return
+        fault = self.behaviour.next_fault(model)
         if await self._fault_before_answer(fault, send, log):
             return
-        model = request["model"]
-        answer = self._answer(model, messages, request, thinking)
         rid = log.request_id or ""
+        native = multimodal is not None
         if not log.stream:
             await self._delay_first(fault, None)
-            await _send(
-                send, 200, wire.compat_body(answer, model=model, request_id=rid), log
+            body = (
+                wire.native_body(answer, multimodal=bool(multimodal), request_id=rid)
+                if native
+                else wire.compat_body(answer, model=model, request_id=rid)
             )
+            await _send(send, 200, body, log)
             return
         await _start(send, 200, _SSE, log)
-        await self._delay_first(fault, lambda: _chunk(send, b": keep-alive\n\n"))
-        include_usage = (request.get("stream_options") or {}).get(
-            "include_usage"
-        ) is True
-        chunks = _compat_chunks(answer, model=model, request_id=rid)
-        for number, (piece, data) in enumerate(chunks, start=1):
-            if (
-                fault is not None
-                and fault.kind in ("midstream", "disconnect")
-                and number > min(fault.after_chunks, len(chunks) - 1)
-            ):
-                log.fault = fault.code if fault.kind == "midstream" else "disconnect"
+        keepalive = b":keep-alive\n\n" if native else b": keep-alive\n\n"
+        await self._delay_first(fault, lambda: _chunk(send, keepalive))
+        if native:
+            frames = _native_frames(answer, multimodal=bool(multimodal), request_id=rid)
+            tail: list[bytes] = []
+        else:
+            frames = _compat_chunks(answer, model=model, request_id=rid)
+            tail = [wire.COMPAT_DONE]
+            if (params.get("stream_options") or {}).get("include_usage") is True:
+                usage = wire.compat_usage(answer)
+                tail.insert(
+                    0,
+                    wire.compat_chunk(
+                        model=model,
+                        request_id=rid,
+                        delta={},
+                        usage=usage,
+                        choices=False,
+                    ),
+                )
+        breaks_at = None
+        if fault is not None and fault.kind in ("midstream", "disconnect"):
+            # a stream shorter than after_chunks breaks just before its final frame
+            breaks_at = min(fault.after_chunks, len(frames) - 1) + 1
+        for number, (piece, data) in enumerate(frames, start=1):
+            if fault is not None and number == breaks_at:
                 if fault.kind == "disconnect":
+                    log.fault = "disconnect"
                     raise _Abort
-                spec = ERRORS[fault.code]
+                log.fault = fault.code
                 await _chunk(
-                    send,
-                    b"data: "
-                    + wire.compat_error(fault.code, spec.compat_code, spec.message, rid)
-                    + b"\n\n",
+                    send, _stream_error(fault.code, number, rid, native=native)
                 )
                 await _chunk(send, b"", more=False)
                 return
             await self._pace(piece)
             await _chunk(send, data)
-        if include_usage:
-            await _chunk(
-                send,
-                wire.compat_chunk(
-                    model=model,
-                    request_id=rid,
-                    delta={},
-                    usage=wire.compat_usage(answer),
-                    choices=False,
-                ),
-            )
-        await _chunk(send, wire.COMPAT_DONE)
+        for data in tail:
+            await _chunk(send, data)
         await _chunk(send, b"", more=False)
+
+
+def _stream_error(code: str, number: int, request_id: str, *, native: bool) -> bytes:
+    """A mid-stream error frame: native event:error with the real status in the
+    :HTTP_STATUS/ comment (FACTS §3.1), or a compat data: {"error": …} chunk (§4.4)."""
+    spec = ERRORS[code]
+    if native:
+        error = wire.native_error(code, spec.message, request_id)
+        return wire.native_frame(number, error, event="error", status=spec.status)
+    body = wire.compat_error(code, spec.compat_code, spec.message, request_id)
+    return b"data: " + body + b"\n\n"
+
+
+def _media_urls(messages: list[Any]) -> list[str]:
+    """Every image/video URL in the messages, in either API's part shapes."""
+    urls: list[str] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if not isinstance(part, dict):
+                continue
+            for key in ("image", "video", "image_url", "video_url"):
+                value = part.get(key)
+                if isinstance(value, dict):
+                    value = value.get("url")
+                if isinstance(value, str):
+                    urls.append(value)
+                elif isinstance(value, list):
+                    urls.extend(v for v in value if isinstance(v, str))
+    return urls
 
 
 def _native_frames(
     answer: wire.Answer, *, multimodal: bool, request_id: str
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, bytes]]:
     """(piece, frame) pairs: reasoning first, then the answer, then the finish."""
-    frames: list[tuple[str, dict[str, Any]]] = []
+    frames: list[tuple[str, bytes]] = []
     reasoning_so_far = output_so_far = 0
 
     def add(piece: str, **fields: Any) -> None:
-        frames.append(
-            (
-                piece,
-                wire.native_chunk(
-                    answer,
-                    multimodal=multimodal,
-                    request_id=request_id,
-                    reasoning_so_far=reasoning_so_far,
-                    output_so_far=output_so_far,
-                    **fields,
-                ),
-            )
+        data = wire.native_chunk(
+            answer,
+            multimodal=multimodal,
+            request_id=request_id,
+            reasoning_so_far=reasoning_so_far,
+            output_so_far=output_so_far,
+            **fields,
         )
+        frames.append((piece, wire.native_frame(len(frames) + 1, data)))
 
     for piece in split_pieces(answer.reasoning) if answer.reasoning else []:
         reasoning_so_far = min(

@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchkimi.simulator.limits import Limits
+
 _PROSE = (
     "the review mentions quality price delivery and overall value which suggests a "
     "clear opinion about the product its packaging the seller and how well it works "
@@ -67,10 +69,19 @@ class Behaviour:
     """The knobs. Every random choice draws from ``rng``, seeded by ``seed``."""
 
     seed: int = 0
-    ttft_ms: float = 0.0  # delay before the first byte of an answer
-    tokens_per_s: float = 0.0  # 0: all at once
+    #: median delay before the first byte of an answer, and its spread: the delay is
+    #: ttft_ms times a log-normal factor with sigma ttft_jitter (0: always ttft_ms)
+    ttft_ms: float = 0.0
+    ttft_jitter: float = 0.0
+    tokens_per_s: float = 0.0  # streaming speed; 0: all at once
     error_rates: dict[str, float] = field(default_factory=dict)  # code -> probability
-    disconnect_rate: float = 0.0
+    midstream_rates: dict[str, float] = field(default_factory=dict)  # code -> prob.
+    disconnect_rate: float = 0.0  # streams cut off mid-answer
+    stall_rate: float = 0.0  # answers preceded by stall_s of keep-alives only
+    stall_s: float = 5.0
+    bad_gateway_rate: float = 0.0  # a proxy's 502 HTML page instead of an answer
+    limits: Limits = field(default_factory=Limits)
+    policy_expire_s: float = 300.0  # lifetime of an upload policy (FACTS §5)
     api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
     answer_words: tuple[int, int] = (6, 30)
     reasoning_words: tuple[int, int] = (12, 40)
@@ -81,16 +92,33 @@ class Behaviour:
         self.rng = random.Random(self.seed)
 
     def next_fault(self, model: str) -> Fault | None:
+        """A scripted fault if one is queued, else one drawn from the rates, or None."""
         for key in (model, "*"):
             queue = self.scripts.get(key)
             if queue:
                 return queue.popleft()
+        draw = self.rng.random
         for code, rate in sorted(self.error_rates.items()):
-            if rate > 0 and self.rng.random() < rate:
+            if rate > 0 and draw() < rate:
                 return Fault("error", code=code)
-        if self.disconnect_rate > 0 and self.rng.random() < self.disconnect_rate:
-            return Fault("disconnect", after_chunks=1)
+        if self.bad_gateway_rate > 0 and draw() < self.bad_gateway_rate:
+            return Fault("html502")
+        for code, rate in sorted(self.midstream_rates.items()):
+            if rate > 0 and draw() < rate:
+                return Fault("midstream", code=code, after_chunks=2)
+        if self.disconnect_rate > 0 and draw() < self.disconnect_rate:
+            return Fault("disconnect", after_chunks=2)
+        if self.stall_rate > 0 and draw() < self.stall_rate:
+            return Fault("stall", seconds=self.stall_s)
         return None
+
+    def first_byte_delay_s(self) -> float:
+        if self.ttft_ms <= 0:
+            return 0.0
+        factor = (
+            self.rng.lognormvariate(0.0, self.ttft_jitter) if self.ttft_jitter else 1
+        )
+        return self.ttft_ms * factor / 1000
 
 
 def _digest(*parts: str) -> random.Random:

@@ -41,7 +41,12 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def label_args(tmp_path: Path, simulator: SimulatorServer, *extra: str) -> list[str]:
+def label_args(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    *extra: str,
+    prompt: str = "Label: {review}",
+) -> list[str]:
     manifest = write_manifest(tmp_path / "in", REVIEWS)
     return [
         "run",
@@ -52,7 +57,7 @@ def label_args(tmp_path: Path, simulator: SimulatorServer, *extra: str) -> list[
         "--base-url",
         simulator.url,
         "--prompt",
-        "Label: {review}",
+        prompt,
         *extra,
     ]
 
@@ -105,18 +110,7 @@ def test_thinking_off_for_kimi_k27_code_exits_2(
 def test_a_template_column_the_manifest_lacks_exits_2_naming_it(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    manifest = write_manifest(tmp_path / "in", REVIEWS)
-    code, _, err = invoke(
-        "run",
-        "-i",
-        str(manifest),
-        "-o",
-        str(tmp_path / "out"),
-        "--base-url",
-        simulator.url,
-        "--prompt",
-        "Label: {text}",
-    )
+    code, _, err = invoke(*label_args(tmp_path, simulator, prompt="Label: {text}"))
     assert code == 2
     assert 'row 1, column "text"' in err and "id, review" in err
     assert simulator.requests == []
