@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -84,7 +85,12 @@ class JobSpec:
     max_attempts: int = 5
     timeout_s: float = 900.0
     limit: int | None = None
+    max_cost: float | None = None  # this run's budget, in the price table's currency
+    max_runtime_s: float | None = None
+    grace_s: float = 30.0  # how long requests in flight may finish after a stop
+    shard: str | None = None  # "I/N": send only the rows of shard I of N
     retry_errors: bool = False
+    rerun: tuple[str, ...] = ()  # statuses or error codes to send again
     batch_rows: int = 2_000
     columns: Mapping[str, str] = field(default_factory=dict)
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -102,10 +108,32 @@ class JobSpec:
         """The manifest column that plays ``role`` (its own name unless mapped)."""
         return self.columns.get(role, role)
 
+    @property
+    def shard_parts(self) -> tuple[int, int] | None:
+        """(I, N) of ``--shard I/N``, validated."""
+        if self.shard is None:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
+
+    @property
+    def shard_label(self) -> str | None:
+        """``2-of-4``: the shard's name in file names and messages."""
+        parts = self.shard_parts
+        return f"{parts[0]}-of-{parts[1]}" if parts else None
+
+    @property
+    def rerun_set(self) -> frozenset[str]:
+        """What to send again: ``--rerun``, plus errors and incomplete answers for
+        ``--retry-errors``."""
+        extra = {"error", "incomplete"} if self.retry_errors else set()
+        return frozenset(self.rerun) | extra
+
 
 _FIELDS = {f.name: f for f in dataclasses.fields(JobSpec)}
 _PATH_FIELDS = ("input", "output", "prices")
-_ALIASES = {"timeout": "timeout_s"}
+_ALIASES = {"timeout": "timeout_s", "max_runtime": "max_runtime_s", "grace": "grace_s"}
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
 def _type_error(key: str, value: Any, expected: str) -> ConfigError:
@@ -118,6 +146,13 @@ def _coerce(key: str, value: Any, base_dir: Path) -> Any:
             raise _type_error(key, value, "a path")
         path = Path(value).expanduser()
         return Path(os.path.normpath(path if path.is_absolute() else base_dir / path))
+    if key == "rerun":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(
+            isinstance(v, str) for v in items
+        ):
+            raise _type_error(key, value, "a list of statuses or error codes")
+        return tuple(v.strip() for v in items if v.strip())
     if key == "keep_columns":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _type_error(key, value, "a list of column names")
@@ -229,6 +264,19 @@ def validate(spec: JobSpec) -> None:
     _check_number("batch_rows", spec.batch_rows, 1, 1_000_000)
     if spec.limit is not None:
         _check_number("limit", spec.limit, 0, 10**12)
+    if spec.max_cost is not None:
+        _check_number("max_cost", spec.max_cost, 0, 10**12)
+    if spec.max_runtime_s is not None:
+        _check_number("max_runtime_s", spec.max_runtime_s, 1, 10**9)
+    _check_number("grace_s", spec.grace_s, 0, 86_400)
+    if spec.shard is not None:
+        match = _SHARD.match(spec.shard)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            msg = (
+                f"shard = {spec.shard!r} is not I/N with 1 <= I <= N: use e.g. "
+                "--shard 2/4 for the second of four shards"
+            )
+            raise ConfigError(msg)
     for key, value in spec.parameters.items():
         problem = check_parameter(key, value)
         if problem:

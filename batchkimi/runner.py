@@ -1,13 +1,15 @@
 """Run a job: manifest → requests → scheduler → journal → results.parquet, summary.json.
 
 Everything the run needs comes in as arguments (spec, key, clock, observer), so tests
-build a spec and call ``run_job`` directly. Whatever happens, the ``finally`` block
-makes the journal durable and rewrites the outputs from it.
+build a spec and call ``run_job`` directly. The output folder is locked for the whole
+run; whatever happens, the journal is closed (fsynced) before the lock is released, and
+the outputs are rebuilt from it unless a second signal asked to stop at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,29 +25,38 @@ from batchkimi.clock import Clock, SystemClock
 from batchkimi.credentials import ApiKey
 from batchkimi.errors import ConfigError, FatalApiError
 from batchkimi.jobspec import JobSpec
+from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import Manifest, count_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.pricing import load_prices
 from batchkimi.records import RowRequest, RowResult, RowStatus
+from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
-from batchkimi.store.journal import Journal, answered_fingerprints
+from batchkimi.schedule.stopper import StopControl
+from batchkimi.store.journal import Journal, JournalError, answered_fingerprints
+from batchkimi.store.lock import OutputLock
 from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
 from batchkimi.store.results import write_atomically as write_results
 from batchkimi.store.rows import RowRegister
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
 
 STATE_DIR = ".batchkimi"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class RunObserver(Protocol):
-    """What the CLI's progress display listens to."""
+    """What the CLI's progress display and JSON log listen to."""
 
     def on_start(self, *, total_rows: int | None, already_done: int) -> None: ...
 
     def on_result(self, result: RowResult) -> None: ...
 
+    def on_retry(self, row_id: str, code: str, attempt: int) -> None: ...
+
     def on_warning(self, message: str) -> None: ...
+
+    def on_stop(self, reason: str, detail: str) -> None: ...
 
 
 class _SilentObserver:
@@ -55,7 +66,13 @@ class _SilentObserver:
     def on_result(self, result: RowResult) -> None:
         pass
 
+    def on_retry(self, row_id: str, code: str, attempt: int) -> None:
+        pass
+
     def on_warning(self, message: str) -> None:
+        pass
+
+    def on_stop(self, reason: str, detail: str) -> None:
         pass
 
 
@@ -67,8 +84,10 @@ class RunOutcome:
     sent: int
     summary: dict[str, Any]
     stop_reason: str | None = None
+    stop_detail: str = ""
     fatal: FatalApiError | None = None
     warnings: list[str] = field(default_factory=list)
+    results_written: bool = True
 
 
 def kept_columns(spec: JobSpec, manifest: Manifest) -> dict[str, str]:
@@ -83,12 +102,11 @@ def kept_columns(spec: JobSpec, manifest: Manifest) -> dict[str, str]:
             f"have (it has: {', '.join(manifest.columns)})"
         )
         raise ConfigError(msg)
-    kept = {}
-    for column in wanted:
-        if column == "id":
-            continue  # becomes the output's id column itself
-        kept[column] = f"input_{column}" if column in OUTPUT_COLUMNS else column
-    return kept
+    return {
+        column: f"input_{column}" if column in OUTPUT_COLUMNS else column
+        for column in wanted
+        if column != "id"  # the manifest's id becomes the output's id itself
+    }
 
 
 class _RowSource:
@@ -100,54 +118,73 @@ class _RowSource:
         builder: RequestBuilder,
         register: RowRegister,
         done: set[str],
-        batch_rows: int,
+        spec: JobSpec,
     ) -> None:
         self.manifest = manifest
         self.builder = builder
         self.register = register
         self.done = done
-        self.batch_rows = batch_rows
+        self.spec = spec
         self.seen: set[str] = set()
-        self.problems = 0
         self.duplicates = 0  # rows whose request equals an earlier row's: sent once
 
     def batches(self) -> Iterator[list[RowRequest]]:
         index = 0
-        for batch in self.manifest.iter_batches(self.batch_rows):
+        shard = self.spec.shard_parts
+        for batch in self.manifest.iter_batches(self.spec.batch_rows):
             internal: dict[str, list[Any]] = {
-                "_index": [],
-                "id": [],
-                "_fingerprint": [],
-                "_problem_code": [],
-                "_problem_message": [],
-                "_model": [],
-            }
+                "_index": [], "id": [], "_fingerprint": [], "_problem_code": [],
+                "_problem_message": [], "_model": [], "_in_scope": [],
+            }  # fmt: skip
             to_send: list[RowRequest] = []
             for row in batch.iter_rows(named=True):
                 built = self.builder.build(index, row)
+                in_scope = shard is None or shard_of(built.row_id, shard[1]) == shard[0]
                 internal["_index"].append(index)
                 internal["id"].append(built.row_id)
+                internal["_in_scope"].append(in_scope)
                 if isinstance(built, RowProblem):
-                    self.problems += 1
                     internal["_fingerprint"].append(None)
                     internal["_problem_code"].append(built.code)
                     internal["_problem_message"].append(built.message)
-                    internal["_model"].append(self.builder.spec.model)
+                    internal["_model"].append(self.spec.model)
                 else:
                     internal["_fingerprint"].append(built.fingerprint)
                     internal["_problem_code"].append(None)
                     internal["_problem_message"].append(None)
                     internal["_model"].append(built.model)
-                    fp = built.fingerprint
-                    # identical requests are sent once, and never again once answered
-                    if fp in self.seen:
-                        self.duplicates += 1
-                    elif fp not in self.done:
-                        self.seen.add(fp)
-                        to_send.append(built)
+                    self._consider(built, in_scope, to_send)
                 index += 1
             self.register.add(batch, internal)
             yield to_send
+
+    def _consider(
+        self, request: RowRequest, in_scope: bool, to_send: list[RowRequest]
+    ) -> None:
+        fp = request.fingerprint
+        if not in_scope or fp in self.done:
+            return
+        if fp in self.seen:
+            self.duplicates += 1  # identical requests are sent once
+            return
+        self.seen.add(fp)
+        to_send.append(request)
+
+
+def _open_state(spec: JobSpec) -> Path:
+    state = spec.output / STATE_DIR
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        probe = state / ".writable"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        msg = (
+            f"cannot write to the output folder {spec.output}: {exc.strerror}. "
+            "Choose another --output or fix its permissions"
+        )
+        raise ConfigError(msg) from exc
+    return state
 
 
 async def run_job(
@@ -157,40 +194,55 @@ async def run_job(
     clock: Clock | None = None,
     observer: RunObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    handle_signals: bool = False,
 ) -> RunOutcome:
     """Run the job to the end (or to a stop) and write its outputs."""
-    clock = clock or SystemClock()
-    observer = observer or _SilentObserver()
     manifest = open_manifest(spec.input)
     builder = RequestBuilder(spec, manifest.columns, str(spec.input))
     kept = kept_columns(spec, manifest)
-    prices = load_prices(spec.prices)
-    base_url = spec.resolved_base_url
-    state = spec.output / STATE_DIR
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        msg = f"cannot create the output folder {spec.output}: {exc.strerror}"
-        raise ConfigError(msg) from exc
+    state = _open_state(spec)
+    with OutputLock(state, shard=spec.shard_label):
+        return await _run_locked(
+            spec,
+            key,
+            manifest,
+            builder,
+            kept,
+            state,
+            clock=clock or SystemClock(),
+            observer=observer or _SilentObserver(),
+            transport=transport,
+            handle_signals=handle_signals,
+        )
 
-    journal, torn = Journal.open(state)
+
+async def _run_locked(
+    spec: JobSpec,
+    key: ApiKey,
+    manifest: Manifest,
+    builder: RequestBuilder,
+    kept: dict[str, str],
+    state: Path,
+    *,
+    clock: Clock,
+    observer: RunObserver,
+    transport: httpx.AsyncBaseTransport | None,
+    handle_signals: bool,
+) -> RunOutcome:
+    prices = load_prices(spec.prices)
+    journal, torn = Journal.open(state, shard=spec.shard_label)
     warnings: list[str] = []
     if torn:
         warnings.append(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    rerun = (
-        frozenset({RowStatus.ERROR.value, RowStatus.INCOMPLETE.value})
-        if (spec.retry_errors)
-        else frozenset()
-    )
-    done = answered_fingerprints(journal.path, rerun)
+    done = answered_fingerprints(state, spec.rerun_set)
     for message in warnings:
         observer.on_warning(message)
 
     register = RowRegister(state, kept)
-    source = _RowSource(manifest, builder, register, done, spec.batch_rows)
+    source = _RowSource(manifest, builder, register, done, spec)
     batches = source.batches()
     client = ModelStudioClient(
         key,
@@ -204,80 +256,168 @@ async def run_job(
         client,
         protocol_for(spec.api),
         SendSettings(
-            base_url=base_url,
+            base_url=spec.resolved_base_url,
             stream=spec.stream,
             max_attempts=spec.max_attempts,
             region=spec.region,
             prices=prices,
         ),
         clock,
+        on_retry=lambda request, exc, attempt: observer.on_retry(
+            request.row_id, exc.code, attempt
+        ),
     )
 
     def sink(request: RowRequest, result: RowResult) -> None:
         journal.append(result, row_id=request.row_id)
         observer.on_result(result)
 
+    stop = StopControl(grace_s=spec.grace_s)
+    gate = (
+        CostGate(CostBudget(spec.max_cost), prices, spec.region)
+        if (spec.max_cost is not None)
+        else None
+    )
+    loop = asyncio.get_running_loop()
+    timers = []
+    if spec.max_runtime_s is not None:
+        detail = f"--max-runtime {spec.max_runtime_s:g} s reached"
+        timers.append(
+            loop.call_later(spec.max_runtime_s, stop.stop, "max_runtime", detail)
+        )
+    if handle_signals:
+        _install_signal_handlers(loop, stop, observer)
+
     started_at = clock.wall()
     start = clock.monotonic()
     observer.on_start(total_rows=count_rows(manifest), already_done=len(done))
     flusher = asyncio.create_task(journal.run_flusher())
-    outcome = None
+    journal_error: JournalError | None = None
+    sent, fatal, limit_reached = 0, None, False
     try:
-        outcome = await run_scheduler(
-            batches, sender, sink, concurrency=spec.concurrency, limit=spec.limit
-        )
-        for _ in batches:  # a stopped run still registers every row, as skipped
-            pass
-        register.commit()
+        try:
+            outcome = await run_scheduler(
+                batches, sender, sink, concurrency=spec.concurrency, stop=stop,
+                limit=spec.limit, gate=gate,
+            )  # fmt: skip
+            sent, fatal = outcome.sent, outcome.fatal
+            limit_reached = outcome.limit_reached
+            if outcome.pending_read is not None:
+                await outcome.pending_read
+        except* JournalError as group:
+            journal_error = next(
+                e for e in group.exceptions if isinstance(e, JournalError)
+            )
+        if limit_reached and not stop.stopping:
+            stop.reason, stop.detail = "limit", f"--limit {spec.limit} reached"
+        if stop.reason is not None:
+            observer.on_stop(stop.reason, stop.detail)
+        if journal_error is None and not stop.hard:
+            for _ in batches:  # a stopped run still registers every row, as skipped
+                pass
+            register.commit()
     finally:
+        for timer in timers:
+            timer.cancel()
+        stop.close()
+        if handle_signals:
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
         flusher.cancel()
         await client.aclose()
         journal.close()
-        if outcome is None:
-            register.abandon()
-    elapsed = clock.monotonic() - start
-    frame = build_results(register.path, journal.path, api=spec.api)
-    write_results(frame, spec.output / RESULTS_NAME)
-    by_status = {s.value: 0 for s in RowStatus}
-    for status, count in frame["status"].value_counts().iter_rows():
-        by_status[status] = int(count)
+        register.abandon()
+    if journal_error is not None:
+        raise journal_error
+    if stop.hard:
+        return RunOutcome(
+            exit_code=3, output=spec.output, by_status={}, sent=sent, summary={},
+            stop_reason=stop.reason, stop_detail=stop.detail, fatal=fatal,
+            warnings=warnings, results_written=False,
+        )  # fmt: skip
+    return _write_outputs(
+        spec, state, source, stop, sent, fatal, warnings,
+        started_at=started_at.isoformat(), elapsed_s=clock.monotonic() - start,
+        finished_at=clock.wall().isoformat(),
+    )  # fmt: skip
 
-    stop_reason = None
-    if outcome.fatal is not None:
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: StopControl, observer: RunObserver
+) -> None:
+    def on_signal(signum: signal.Signals) -> None:
+        if not stop.stopping:
+            observer.on_warning(
+                f"{signum.name}: no new requests; those in flight have "
+                f"{stop.grace_s:g} s to finish. Send it again to stop at once"
+            )
+            stop.stop("signal", signum.name)
+        else:
+            stop.abort(hard=True)
+
+    for signum in _STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def _write_outputs(
+    spec: JobSpec,
+    state: Path,
+    source: _RowSource,
+    stop: StopControl,
+    sent: int,
+    fatal: FatalApiError | None,
+    warnings: list[str],
+    *,
+    started_at: str,
+    finished_at: str,
+    elapsed_s: float,
+) -> RunOutcome:
+    frame = build_results(source.register.path, state, api=spec.api)
+    scope = frame.filter(frame["_in_scope"].fill_null(True))
+    frame = frame.drop("_in_scope")
+    by_status = {s.value: 0 for s in RowStatus}
+    for status, count in scope["status"].value_counts().iter_rows():
+        by_status[status] = int(count)
+    stop_reason = stop.reason
+    if fatal is not None:
         exit_code, stop_reason = 5, "fatal"
-    elif outcome.limit_reached:
-        exit_code, stop_reason = 3, "limit"
-    elif by_status["ok"] < frame.height:
+    elif stop_reason is not None:
+        exit_code = 3
+    elif by_status["ok"] < scope.height:
         exit_code = 1
     else:
         exit_code = 0
     run_info = {
         "batchkimi": __version__,
-        "started_at": started_at.isoformat(),
-        "finished_at": clock.wall().isoformat(),
+        "started_at": started_at,
+        "finished_at": finished_at,
         "host": socket.gethostname(),
         "input": str(spec.input),
         "api": spec.api,
-        "base_url": base_url,
+        "base_url": spec.resolved_base_url,
         "region": spec.region,
         "model": spec.model,
         "stream": spec.stream,
         "concurrency": spec.concurrency,
+        "shard": spec.shard,
         "stop_reason": stop_reason,
+        "stop_detail": stop.detail or None,
         "exit_code": exit_code,
+        "duplicate_rows_this_run": source.duplicates,
     }
-    run_info["duplicate_rows_this_run"] = source.duplicates
     summary = build_summary(
-        frame, run=run_info, elapsed_s=elapsed, sent_this_run=outcome.sent
+        frame, run=run_info, elapsed_s=elapsed_s, sent_this_run=sent
     )
+    write_results(frame, spec.output / RESULTS_NAME)
     write_summary(summary, spec.output / SUMMARY_NAME)
     return RunOutcome(
         exit_code=exit_code,
         output=spec.output,
         by_status=by_status,
-        sent=outcome.sent,
+        sent=sent,
         summary=summary,
         stop_reason=stop_reason,
-        fatal=outcome.fatal,
+        stop_detail=stop.detail,
+        fatal=fatal,
         warnings=warnings,
     )

@@ -1,11 +1,16 @@
-"""What a person watching a run sees: a rich progress bar on a terminal, plain periodic
-log lines otherwise (cron, CI, pipes). Everything goes to stderr; stdout stays clean.
+"""What a person or a log collector sees of a run, on stderr (stdout stays clean).
+
+Three shapes: a rich progress bar on a terminal; plain periodic lines otherwise (cron,
+CI, pipes); or, with ``--log-format json``, one JSON event per line (start, progress,
+retry, warning, stop, summary) for a log collector.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -20,12 +25,23 @@ from rich.progress import (
 )
 
 from batchkimi.records import RowResult, RowStatus
+from batchkimi.runner import RunOutcome
+
+_RESUME_HINT = {
+    "signal": "stopped by a signal",
+    "max_runtime": "stopped at --max-runtime",
+    "max_cost": "stopped before --max-cost would be exceeded",
+    "limit": "stopped at --limit",
+}
 
 
-class _Tally:
+class Tally:
+    """Running totals of the results this run received."""
+
     def __init__(self) -> None:
         self.done = 0
         self.failed = 0
+        self.retries = 0
         self.tokens = 0
         self.cost = 0.0
         self.currency: str | None = None
@@ -47,23 +63,24 @@ class _Tally:
     def cost_text(self) -> str:
         return f"{self.cost:.4f} {self.currency}" if self.currency else "cost unknown"
 
+    def line(self) -> str:
+        return (
+            f"failed {self.failed:,} · {self.rate():.1f} rows/s · {self.tokens:,} "
+            f"tokens · {self.cost_text()}"
+        )
+
 
 class ProgressDisplay:
-    """A RunObserver for people: a live bar on a terminal, log lines elsewhere."""
+    """For people: a live bar on a terminal, a line every ``interval_s`` elsewhere."""
 
     def __init__(
-        self,
-        *,
-        quiet: bool = False,
-        stream: TextIO | None = None,
+        self, *, quiet: bool = False, stream: TextIO | None = None,
         interval_s: float = 10.0,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.interval_s = interval_s
-        self.tally = _Tally()
-        self.total: int | None = None
-        self.already_done = 0
+        self.tally = Tally()
         self._console = Console(file=self.stream, stderr=stream is None)
         self._live = self._console.is_terminal and not quiet
         self._progress: Progress | None = None
@@ -71,89 +88,177 @@ class ProgressDisplay:
         self._last_line = time.monotonic()
 
     def on_start(self, *, total_rows: int | None, already_done: int) -> None:
-        self.total = total_rows
-        self.already_done = already_done
         if self.quiet:
             return
         if already_done:
             self._print(
                 f"resuming: {already_done:,} requests already answered are kept"
             )
-        if self._live:
-            self._progress = Progress(
-                TextColumn("[bold]batchkimi"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self._console,
-                transient=False,
-            )
-            self._progress.start()
-            to_send = None if total_rows is None else max(total_rows - already_done, 0)
-            self._task = self._progress.add_task("run", total=to_send, stats="")
-        else:
+        if not self._live:
             total = f"{total_rows:,}" if total_rows is not None else "?"
             self._print(f"started: {total} rows in the manifest")
+            return
+        self._progress = Progress(
+            TextColumn("[bold]batchkimi"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+        )
+        self._progress.start()
+        to_send = None if total_rows is None else max(total_rows - already_done, 0)
+        self._task = self._progress.add_task("run", total=to_send, stats="")
 
     def on_result(self, result: RowResult) -> None:
         self.tally.add(result)
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, stats=self._stats())
+            self._progress.update(self._task, advance=1, stats=self.tally.line())
         elif not self.quiet and time.monotonic() - self._last_line >= self.interval_s:
             self._last_line = time.monotonic()
-            self._print(f"progress: {self.tally.done:,} sent, {self._stats()}")
+            self._print(f"progress: {self.tally.done:,} sent, {self.tally.line()}")
+
+    def on_retry(self, row_id: str, code: str, attempt: int) -> None:
+        self.tally.retries += 1
 
     def on_warning(self, message: str) -> None:
         self._print(f"warning: {message}")
+
+    def on_stop(self, reason: str, detail: str) -> None:
+        if reason != "fatal":
+            self._print(f"stopping: {detail or reason}")
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
 
-    def _stats(self) -> str:
-        t = self.tally
-        return (
-            f"failed {t.failed:,} · {t.rate():.1f} rows/s · {t.tokens:,} tokens · "
-            f"{t.cost_text()}"
-        )
+    def finish(self, outcome: RunOutcome) -> None:
+        self.close()
+        for line in summary_lines(outcome):
+            self._print(line)
 
     def _print(self, line: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(f"batchkimi: {line}", highlight=False)
+            return
         self.stream.write(f"batchkimi: {line}\n")
         self.stream.flush()
 
 
-def render_summary(outcome: Any, stream: TextIO) -> None:
-    """The closing lines: counts, tokens, cost, where the files are."""
-    overall = outcome.summary["overall"]
-    counts = ", ".join(f"{n:,} {s}" for s, n in outcome.by_status.items() if n)
-    cost = overall["cost"]
-    currency = overall["currency"]
-    cost_text = f"{cost:.4f} {currency}" if cost is not None else "unknown (no price)"
-    tokens = overall["tokens"]
-    lines = [
-        f"rows: {counts or 'none'}",
-        f"sent this run: {outcome.sent:,} requests"
-        + (f" at {overall['rows_per_s']} rows/s" if overall["rows_per_s"] else ""),
-        f"tokens: {tokens['input_tokens']:,} in, {tokens['output_tokens']:,} out "
-        f"({tokens['reasoning_tokens']:,} reasoning)",
-        f"cost: {cost_text}",
-        f"results: {outcome.output / 'results.parquet'}",
-        f"summary: {outcome.output / 'summary.json'}",
-    ]
-    duplicates = outcome.summary["run"].get("duplicate_rows_this_run") or 0
-    if duplicates:
-        lines.append(
-            f"note: {duplicates:,} rows asked exactly what an earlier row asked; "
-            "each such request was sent (and paid for) once"
+class JsonLog:
+    """For log collectors: one JSON object per line, each with an ``event`` name."""
+
+    def __init__(
+        self, *, stream: TextIO | None = None, interval_s: float = 10.0
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.interval_s = interval_s
+        self.tally = Tally()
+        self._last = time.monotonic()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                  "event": event, **fields}  # fmt: skip
+        self.stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.stream.flush()
+
+    def _progress(self) -> None:
+        t = self.tally
+        cost = round(t.cost, 6) if t.currency else None
+        self.emit(
+            "progress",
+            sent=t.done,
+            failed=t.failed,
+            retries=t.retries,
+            rows_per_s=round(t.rate(), 2),
+            tokens=t.tokens,
+            cost=cost,
+            currency=t.currency,
         )
-    if overall["rows_without_price"]:
-        lines.append(
-            f"note: {overall['rows_without_price']:,} rows have no known price; "
-            "supply one with --prices FILE"
+
+    def on_start(self, *, total_rows: int | None, already_done: int) -> None:
+        self.emit("start", total_rows=total_rows, already_done=already_done)
+
+    def on_result(self, result: RowResult) -> None:
+        self.tally.add(result)
+        if time.monotonic() - self._last >= self.interval_s:
+            self._last = time.monotonic()
+            self._progress()
+
+    def on_retry(self, row_id: str, code: str, attempt: int) -> None:
+        self.tally.retries += 1
+        self.emit("retry", row_id=row_id, cause=code, attempt=attempt)
+
+    def on_warning(self, message: str) -> None:
+        self.emit("warning", message=message)
+
+    def on_stop(self, reason: str, detail: str) -> None:
+        self.emit("stop", reason=reason, detail=detail)
+
+    def close(self) -> None:
+        pass
+
+    def finish(self, outcome: RunOutcome) -> None:
+        self._progress()
+        overall = outcome.summary.get("overall", {})
+        self.emit(
+            "summary",
+            exit_code=outcome.exit_code,
+            by_status=outcome.by_status,
+            sent=outcome.sent,
+            stop_reason=outcome.stop_reason,
+            tokens=overall.get("tokens"),
+            cost=overall.get("cost"),
+            currency=overall.get("currency"),
+            results=str(outcome.output / "results.parquet")
+            if outcome.results_written
+            else None,
+            error=str(outcome.fatal) if outcome.fatal else None,
+            message=" ".join(summary_lines(outcome)[-1:]),
         )
-    for line in lines:
-        stream.write(f"batchkimi: {line}\n")
-    stream.flush()
+
+
+def summary_lines(outcome: RunOutcome) -> list[str]:
+    """The closing lines: counts, tokens, cost, where the files are, what to do next."""
+    lines: list[str] = []
+    if outcome.results_written:
+        overall = outcome.summary["overall"]
+        counts = ", ".join(f"{n:,} {s}" for s, n in outcome.by_status.items() if n)
+        cost, currency = overall["cost"], overall["currency"]
+        cost_text = (
+            f"{cost:.4f} {currency}" if cost is not None else "unknown (no price)"
+        )
+        tokens = overall["tokens"]
+        rate = f" at {overall['rows_per_s']} rows/s" if overall["rows_per_s"] else ""
+        lines += [
+            f"rows: {counts or 'none'}",
+            f"sent this run: {outcome.sent:,} requests{rate}",
+            f"tokens: {tokens['input_tokens']:,} in, {tokens['output_tokens']:,} out "
+            f"({tokens['reasoning_tokens']:,} reasoning)",
+            f"cost: {cost_text}",
+            f"results: {outcome.output / 'results.parquet'}",
+            f"summary: {outcome.output / 'summary.json'}",
+        ]
+        duplicates = outcome.summary["run"].get("duplicate_rows_this_run") or 0
+        if duplicates:
+            lines.append(
+                f"note: {duplicates:,} rows asked exactly what an earlier row asked; "
+                "each such request was sent (and paid for) once"
+            )
+        if overall["rows_without_price"]:
+            lines.append(
+                f"note: {overall['rows_without_price']:,} rows have no known price; "
+                "supply one with --prices FILE"
+            )
+    else:
+        lines.append(
+            f"stopped at once: {outcome.sent:,} answers received this run are in the "
+            "journal; results.parquet is rebuilt by the next run"
+        )
+    if outcome.stop_reason in _RESUME_HINT:
+        lines.append(
+            f"{_RESUME_HINT[outcome.stop_reason]}: re-run the same command to resume"
+        )
+    return lines

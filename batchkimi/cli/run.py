@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from batchkimi.cli.console import ProgressDisplay, render_summary
+from batchkimi.cli.console import JsonLog, ProgressDisplay
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
 from batchkimi.jobspec import COLUMN_ROLES, build_spec, load_toml, normalise
 from batchkimi.regions import REGIONS
@@ -110,10 +109,42 @@ def _simulated(enabled: bool) -> Iterator[str | None]:
     help="Send at most this many rows this run (exit 3 if rows remain).",
 )
 @click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    help="Stop before this run could spend more (in the price table's currency); "
+    "requests in flight count at their worst case.",
+)
+@click.option(
+    "--max-runtime",
+    "--max-runtime-s",
+    "max_runtime_s",
+    type=click.FloatRange(min=1),
+    help="Stop scheduling after this many seconds.",
+)
+@click.option(
+    "--grace",
+    "--grace-s",
+    "grace_s",
+    type=click.FloatRange(min=0),
+    help="Seconds requests in flight may finish after a stop.  [default: 30]",
+)
+@click.option(
+    "--shard",
+    metavar="I/N",
+    help="Send only shard I of N (rows split by key): N cron entries or machines can "
+    "share one job without overlap.",
+)
+@click.option(
     "--retry-errors",
     is_flag=True,
     default=None,
     help="Send rows that failed or were cut off in an earlier run again.",
+)
+@click.option(
+    "--rerun",
+    metavar="WHAT,…",
+    help="Send again rows whose status or error code is listed, e.g. "
+    "error,length,content_filter.",
 )
 @click.option(
     "-c",
@@ -146,9 +177,22 @@ def _simulated(enabled: bool) -> Iterator[str | None]:
     help="Run against the bundled local simulator: no key, no network.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the summary.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one event per line on stderr (start, progress, retry, stop, summary).",
+)
 @click.pass_context
 def run_command(
-    ctx: click.Context, /, job: Path | None, simulate: bool, quiet: bool, **options: Any
+    ctx: click.Context,
+    /,
+    job: Path | None,
+    simulate: bool,
+    quiet: bool,
+    log_format: str,
+    **options: Any,
 ) -> None:
     """Run a job: send every manifest row to Kimi and write results.parquet.
 
@@ -167,8 +211,13 @@ def run_command(
         0  every row ok
         1  the run finished and some rows failed (all written)
         2  configuration or manifest error: nothing sent
-        3  stopped early by --limit: re-run to resume
+        3  stopped early (--limit, --max-cost, --max-runtime, a signal, a full
+           disk): re-run the same command to resume
+        4  another run holds this output folder (or this shard)
         5  the service refused the account (key, billing): fix it, re-run
+
+    A first Ctrl-C (or SIGTERM) stops scheduling and lets requests in flight finish
+    (--grace seconds); a second stops at once. Nothing received is lost either way.
     """
     file_values = load_toml(job) if job is not None else {}
     options["columns"] = _pairs("--column", options["columns"], as_json=False) or None
@@ -189,17 +238,16 @@ def run_command(
             cli_values["base_url"] = simulator_url
         spec = build_spec(file_values, cli_values)
         key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
-        display = ProgressDisplay(quiet=quiet)
+        display: ProgressDisplay | JsonLog = (
+            JsonLog() if log_format == "json" else ProgressDisplay(quiet=quiet)
+        )
         try:
-            outcome = asyncio.run(run_job(spec, key, observer=display))
+            outcome = asyncio.run(
+                run_job(spec, key, observer=display, handle_signals=True)
+            )
         finally:
             display.close()
-    render_summary(outcome, sys.stderr)
-    if outcome.fatal is not None:
+    display.finish(outcome)
+    if outcome.fatal is not None and log_format != "json":
         click.echo(f"Error: {outcome.fatal}", err=True)
-    elif outcome.stop_reason == "limit":
-        click.echo(
-            "batchkimi: stopped at --limit; re-run the same command to continue",
-            err=True,
-        )
     ctx.exit(outcome.exit_code)

@@ -79,3 +79,10 @@ def fingerprint_request(
     }
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shard_of(row_id: str, count: int) -> int:
+    """Which of ``count`` shards (1-based) a row belongs to: stable across runs,
+    machines and Python versions, since it hashes the row's key with SHA-256."""
+    digest = hashlib.sha256(row_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1

@@ -2,8 +2,9 @@
 
 The producer pulls batches of requests from a synchronous source in a worker thread
 (reading and hashing rows is CPU work that must not stall the event loop) and hands
-them to ``concurrency`` workers through a queue of bounded size. A fatal account error
-stops scheduling at once; requests already in flight finish and are kept.
+them to ``concurrency`` workers through a queue of bounded size. Stopping is the
+``StopControl``'s job: a stop ends scheduling, an abort cancels what is in flight. A
+fatal account error stops scheduling at once; requests already in flight finish.
 """
 
 from __future__ import annotations
@@ -11,19 +12,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from batchkimi.errors import FatalApiError
 from batchkimi.records import RowRequest, RowResult
 from batchkimi.schedule.sender import RowSender
+from batchkimi.schedule.stopper import StopControl
 
 Sink = Callable[[RowRequest, RowResult], None]
+
+
+class Gate(Protocol):
+    """Decides whether one more request may be sent (``--max-cost``)."""
+
+    def admit(self, request: RowRequest) -> str | None:
+        """None to send it; otherwise why the run must stop instead."""
+
+    def settle(self, request: RowRequest, result: RowResult | None) -> None:
+        """The request ended (``None``: cancelled or refused by the account)."""
 
 
 @dataclass(slots=True)
 class SchedulerOutcome:
     sent: int = 0
     fatal: FatalApiError | None = None
-    limit_reached: bool = False
+    limit_reached: bool = False  # requests remained beyond --limit
+    #: a manifest read still running in its thread when the run was aborted; the
+    #: source may be resumed only after it has finished
+    pending_read: asyncio.Future[list[RowRequest] | None] | None = None
 
 
 async def run_scheduler(
@@ -32,26 +48,30 @@ async def run_scheduler(
     sink: Sink,
     *,
     concurrency: int,
+    stop: StopControl,
     limit: int | None = None,
-    stop: asyncio.Event | None = None,
+    gate: Gate | None = None,
 ) -> SchedulerOutcome:
     """Send what ``source`` yields (up to ``limit``); results go to ``sink``."""
     outcome = SchedulerOutcome()
-    stop = stop or asyncio.Event()
     queue: asyncio.Queue[RowRequest | None] = asyncio.Queue(maxsize=4 * concurrency)
 
     async def produce() -> None:
         enqueued = 0
         try:
-            while not stop.is_set():
-                batch = await asyncio.to_thread(next, source, None)
+            while not stop.stopping:
+                read = asyncio.ensure_future(asyncio.to_thread(next, source, None))
+                outcome.pending_read = read
+                batch = await asyncio.shield(read)
+                outcome.pending_read = None
                 if batch is None:
                     return
                 for request in batch:
                     if limit is not None and enqueued >= limit:
+                        # not a stop: what is queued is still sent
                         outcome.limit_reached = True
                         return
-                    if stop.is_set():
+                    if stop.stopping:
                         return
                     await queue.put(request)
                     enqueued += 1
@@ -61,19 +81,32 @@ async def run_scheduler(
 
     async def work() -> None:
         while (request := await queue.get()) is not None:
-            if stop.is_set():
+            if stop.stopping:
                 continue  # drain: a stopped run sends nothing new
+            if gate is not None and (why := gate.admit(request)) is not None:
+                stop.stop("max_cost", why)
+                continue
+            result: RowResult | None = None
             try:
                 result = await sender.process(request)
             except FatalApiError as exc:
                 outcome.fatal = outcome.fatal or exc
-                stop.set()
+                stop.stop("fatal", str(exc))
                 continue
+            finally:
+                if gate is not None:
+                    gate.settle(request, result)
             outcome.sent += 1
             sink(request, result)
 
     async with asyncio.TaskGroup() as group:
-        group.create_task(produce())
-        for _ in range(concurrency):
-            group.create_task(work())
+        tasks = [group.create_task(produce())]
+        tasks += [group.create_task(work()) for _ in range(concurrency)]
+
+        def abort() -> None:
+            # a task cancelled from outside ends alone; the group carries on
+            for task in tasks:
+                task.cancel()
+
+        stop.on_abort(abort)
     return outcome

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchkimi.api.base import WireProtocol
@@ -68,12 +69,14 @@ class RowSender:
         settings: SendSettings,
         clock: Clock,
         rng: random.Random | None = None,
+        on_retry: Callable[[RowRequest, TransientError, int], None] | None = None,
     ) -> None:
         self.client = client
         self.protocol = protocol
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
+        self.on_retry = on_retry
 
     async def process(self, request: RowRequest) -> RowResult:
         started_at = self.clock.wall().isoformat()
@@ -86,6 +89,8 @@ class RowSender:
 
         def count_retry(exc: TransientError) -> None:
             retries[exc.code] += 1
+            if self.on_retry is not None:
+                self.on_retry(request, exc, attempts)
 
         retrying = build_retrying(
             max_attempts=self.settings.max_attempts,

@@ -10,6 +10,7 @@ detected on open and dropped with a warning; every whole line before it is kept.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -27,9 +28,9 @@ _BLOCK = 1 << 16
 
 
 class JournalError(BatchkimiError):
-    """The journal cannot be written: nothing more can be made durable."""
+    """The journal cannot be written (a full disk, say): the run stops, resumable."""
 
-    exit_code = 2
+    exit_code = 3
 
 
 def torn_tail_bytes(path: Path) -> int:
@@ -52,19 +53,46 @@ def torn_tail_bytes(path: Path) -> int:
     return size
 
 
-def read_latest(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """The newest record per fingerprint, with the given fields, read by polars.
+def journal_name(shard: str | None) -> str:
+    """Each shard appends to its own journal; every run reads them all."""
+    return f"journal-shard-{shard}.jsonl" if shard else JOURNAL_NAME
 
-    A line polars cannot parse (only a damaged disk makes one) is skipped with the
-    Python reader instead of failing the run; ``schema`` must include fingerprint.
+
+def journal_paths(folder: Path) -> list[Path]:
+    return sorted(folder.glob("journal*.jsonl"))
+
+
+def read_latest(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The newest record per fingerprint across every journal in ``folder``.
+
+    ``schema`` must include fingerprint and finished_at. A journal another run is still
+    writing may end mid-line: only its complete lines are read. A line polars cannot
+    parse (only a damaged disk makes one) is skipped by the Python reader instead.
     """
-    if not path.exists() or path.stat().st_size == 0:
-        return pl.DataFrame(schema=dict(schema))
-    try:
-        frame = pl.scan_ndjson(path, schema=dict(schema)).collect()
-    except pl.exceptions.PolarsError:
-        frame = _read_leniently(path, schema)
+    fields = dict(schema)
+    frames = [_read_one(path, fields) for path in journal_paths(folder)]
+    frames = [frame for frame in frames if frame.height]
+    if not frames:
+        return pl.DataFrame(schema=fields)
+    frame = pl.concat(frames) if len(frames) > 1 else frames[0]
+    if len(frames) > 1:
+        frame = frame.sort("finished_at", maintain_order=True, nulls_last=False)
     return frame.unique(subset="fingerprint", keep="last", maintain_order=True)
+
+
+def _read_one(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    torn = torn_tail_bytes(path)
+    size = path.stat().st_size
+    if size - torn == 0:
+        return pl.DataFrame(schema=schema)
+    try:
+        if not torn:
+            return pl.scan_ndjson(path, schema=schema).collect()
+        with path.open("rb") as handle:
+            whole_lines = handle.read(size - torn)
+        return pl.read_ndjson(io.BytesIO(whole_lines), schema=schema)
+    except pl.exceptions.PolarsError:
+        return _read_leniently(path, schema)
 
 
 def _read_leniently(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -92,14 +120,15 @@ class Journal:
 
     @classmethod
     def open(
-        cls, folder: Path, *, fsync_interval_s: float = 0.2
+        cls, folder: Path, *, shard: str | None = None, fsync_interval_s: float = 0.2
     ) -> tuple[Journal, int]:
-        """Open for appending; return it with the number of torn bytes found.
+        """Open this run's journal for appending; return it and the torn bytes found.
 
-        A torn tail is cut off the file, so new records start on a clean line.
+        A torn tail is cut off the file, so new records start on a clean line. Only the
+        lock holder for this journal may call this.
         """
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / JOURNAL_NAME
+        path = folder / journal_name(shard)
         torn = torn_tail_bytes(path)
         if torn:
             with path.open("r+b") as handle:
@@ -151,8 +180,17 @@ class Journal:
             os.close(self._fd)
 
 
-def answered_fingerprints(path: Path, rerun: frozenset[str]) -> set[str]:
-    """Fingerprints whose newest result stands (``rerun``: statuses to send again)."""
-    latest = read_latest(path, {"fingerprint": pl.String(), "status": pl.String()})
-    keep = latest.filter(~pl.col("status").is_in(list(rerun - {RowStatus.OK.value})))
-    return set(keep["fingerprint"].to_list())
+def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
+    """Fingerprints whose newest result stands.
+
+    ``rerun`` names what to send again: statuses (error, incomplete) or error codes
+    (length, content_filter, DataInspectionFailed, …). An ``ok`` answer always stands.
+    """
+    schema = {"fingerprint": pl.String(), "status": pl.String(),
+              "error_code": pl.String(), "finished_at": pl.String()}  # fmt: skip
+    latest = read_latest(folder, schema)
+    again = list(rerun)
+    resend = (pl.col("status") != RowStatus.OK.value) & (
+        pl.col("status").is_in(again) | pl.col("error_code").is_in(again)
+    )
+    return set(latest.filter(~resend)["fingerprint"].to_list())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowStatus
 from batchkimi.store.journal import read_latest
 
@@ -52,11 +53,14 @@ OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 JOURNAL_SCHEMA = {name: dtype for name, dtype in RESULTS_SCHEMA.items() if name != "id"}
 
 
-def build_results(rows_path: Path, journal_path: Path, *, api: str) -> pl.DataFrame:
-    """Join the register with the journal's newest results, in manifest order."""
+def build_results(rows_path: Path, state_dir: Path, *, api: str) -> pl.DataFrame:
+    """Join the register with the journals' newest results, in manifest order.
+
+    The frame ends with the register's ``_in_scope`` column; drop it before writing.
+    """
     rows = pl.read_parquet(rows_path)
     kept = [c for c in rows.columns if not c.startswith("_") and c != "id"]
-    journal = read_latest(journal_path, JOURNAL_SCHEMA)
+    journal = read_latest(state_dir, JOURNAL_SCHEMA)
     joined = rows.join(
         journal, left_on="_fingerprint", right_on="fingerprint", how="left"
     )
@@ -83,13 +87,27 @@ def build_results(rows_path: Path, journal_path: Path, *, api: str) -> pl.DataFr
         pl.col("_fingerprint").alias("fingerprint"),
         pl.col("attempts").fill_null(0),
     )
-    ordered = ["id", *kept, *[c for c in OUTPUT_COLUMNS if c != "id"]]
+    # _in_scope (whether this run's shard owns the row) is for the caller to drop
+    ordered = ["id", *kept, *[c for c in OUTPUT_COLUMNS if c != "id"], "_in_scope"]
     return out.select(
         [
             pl.col(c).cast(RESULTS_SCHEMA[c]) if c in RESULTS_SCHEMA else pl.col(c)
             for c in ordered
         ]
     )
+
+
+class OutputWriteError(BatchkimiError):
+    """results.parquet or summary.json could not be written; the journal is intact."""
+
+    exit_code = 3
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(
+            f"cannot write {path}: {exc.strerror or exc}. Every answer received is in "
+            "the journal and the previous file is untouched: free disk space (or fix "
+            "permissions) and re-run the same command to rebuild it"
+        )
 
 
 def write_atomically(frame: pl.DataFrame, path: Path) -> None:
@@ -99,6 +117,8 @@ def write_atomically(frame: pl.DataFrame, path: Path) -> None:
         frame.write_parquet(tmp)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        Path(tmp).replace(path)
+        tmp.replace(path)
+    except OSError as exc:
+        raise OutputWriteError(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ INTERNAL_COLUMNS = {
     "_problem_code": pl.String,
     "_problem_message": pl.String,
     "_model": pl.String,
+    "_in_scope": pl.Boolean,  # false for rows another shard sends
 }
 
 

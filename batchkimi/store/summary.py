@@ -15,6 +15,8 @@ from typing import Any
 
 import polars as pl
 
+from batchkimi.store.results import OutputWriteError
+
 SUMMARY_NAME = "summary.json"
 _TOKENS = (
     "input_tokens",
@@ -83,6 +85,8 @@ def write_summary(summary: dict[str, Any], path: Path) -> None:
         tmp.write_text(
             json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8"
         )
-        Path(tmp).replace(path)
+        tmp.replace(path)
+    except OSError as exc:
+        raise OutputWriteError(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
