@@ -230,6 +230,12 @@ async def _run_locked(
     handle_signals: bool,
 ) -> RunOutcome:
     prices = load_prices(spec.prices)
+    if spec.max_cost is not None and (spec.model, spec.region) not in prices:
+        msg = (
+            f"--max-cost needs a price, and none is known for {spec.model} in "
+            f"{spec.region}: give one with --prices FILE (see `batchkimi models`)"
+        )
+        raise ConfigError(msg)
     journal, torn = Journal.open(state, shard=spec.shard_label)
     warnings: list[str] = []
     if torn:

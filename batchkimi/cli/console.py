@@ -216,7 +216,7 @@ class JsonLog:
             if outcome.results_written
             else None,
             error=str(outcome.fatal) if outcome.fatal else None,
-            message=" ".join(summary_lines(outcome)[-1:]),
+            message="; ".join(summary_lines(outcome)),
         )
 
 

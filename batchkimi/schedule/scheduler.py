@@ -56,28 +56,30 @@ async def run_scheduler(
     outcome = SchedulerOutcome()
     queue: asyncio.Queue[RowRequest | None] = asyncio.Queue(maxsize=4 * concurrency)
 
-    async def produce() -> None:
+    async def feed() -> None:
         enqueued = 0
-        try:
-            while not stop.stopping:
-                read = asyncio.ensure_future(asyncio.to_thread(next, source, None))
-                outcome.pending_read = read
-                batch = await asyncio.shield(read)
-                outcome.pending_read = None
-                if batch is None:
+        while not stop.stopping:
+            read = asyncio.ensure_future(asyncio.to_thread(next, source, None))
+            outcome.pending_read = read
+            batch = await asyncio.shield(read)
+            outcome.pending_read = None
+            if batch is None:
+                return
+            for request in batch:
+                if limit is not None and enqueued >= limit:
+                    outcome.limit_reached = True  # not a stop: the queue is still sent
                     return
-                for request in batch:
-                    if limit is not None and enqueued >= limit:
-                        # not a stop: what is queued is still sent
-                        outcome.limit_reached = True
-                        return
-                    if stop.stopping:
-                        return
-                    await queue.put(request)
-                    enqueued += 1
-        finally:
-            for _ in range(concurrency):
-                await queue.put(None)
+                if stop.stopping:
+                    return
+                await queue.put(request)
+                enqueued += 1
+
+    async def produce() -> None:
+        await feed()
+        # one end marker per worker, only after a normal finish: when the producer is
+        # cancelled, so are the workers, and a full queue would never drain
+        for _ in range(concurrency):
+            await queue.put(None)
 
     async def work() -> None:
         while (request := await queue.get()) is not None:

@@ -22,6 +22,9 @@ import polars as pl
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowResult, RowStatus
 
+#: the one call that hands journal bytes to the OS (tests inject ENOSPC here)
+_write = os.write
+
 JOURNAL_NAME = "journal.jsonl"
 FORMAT_VERSION = 1
 _BLOCK = 1 << 16
@@ -149,7 +152,7 @@ class Journal:
         data = line.encode()
         try:
             while data:
-                written = os.write(self._fd, data)
+                written = _write(self._fd, data)
                 data = data[written:]
         except OSError as exc:
             msg = (
