@@ -9,6 +9,8 @@ the outputs are rebuilt from it unless a second signal asked to stop at once.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import polars as pl
 
 from batchkimi import __version__
 from batchkimi.api import protocol_for
@@ -35,10 +38,19 @@ from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
 from batchkimi.store.journal import Journal, JournalError, answered_fingerprints
-from batchkimi.store.lock import OutputLock
+from batchkimi.store.lock import OutputLock, outputs_lock
 from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
 from batchkimi.store.results import write_atomically as write_results
 from batchkimi.store.rows import RowRegister
+from batchkimi.store.state import (
+    RunState,
+    current_state,
+    inputs_key,
+    journal_sizes,
+    load_state,
+    save_state,
+    stamp_manifest,
+)
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
 
 STATE_DIR = ".batchkimi"
@@ -88,6 +100,7 @@ class RunOutcome:
     fatal: FatalApiError | None = None
     warnings: list[str] = field(default_factory=list)
     results_written: bool = True
+    pending: int = 0  # in-scope rows the next run would send
 
 
 def kept_columns(spec: JobSpec, manifest: Manifest) -> dict[str, str]:
@@ -133,9 +146,14 @@ class _RowSource:
         shard = self.spec.shard_parts
         for batch in self.manifest.iter_batches(self.spec.batch_rows):
             internal: dict[str, list[Any]] = {
-                "_index": [], "id": [], "_fingerprint": [], "_problem_code": [],
-                "_problem_message": [], "_model": [], "_in_scope": [],
-            }  # fmt: skip
+                "_index": [],
+                "id": [],
+                "_fingerprint": [],
+                "_problem_code": [],
+                "_problem_message": [],
+                "_model": [],
+                "_in_scope": [],
+            }
             to_send: list[RowRequest] = []
             for row in batch.iter_rows(named=True):
                 built = self.builder.build(index, row)
@@ -175,7 +193,7 @@ def _open_state(spec: JobSpec) -> Path:
     state = spec.output / STATE_DIR
     try:
         state.mkdir(parents=True, exist_ok=True)
-        probe = state / ".writable"
+        probe = state / f".writable.{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -229,6 +247,12 @@ async def _run_locked(
     transport: httpx.AsyncBaseTransport | None,
     handle_signals: bool,
 ) -> RunOutcome:
+    previous = load_state(state, spec.shard_label)
+    stamp = stamp_manifest(spec.input, previous.manifest if previous else None)
+    inputs = inputs_key(spec, stamp)
+    outputs = [spec.output / RESULTS_NAME, spec.output / SUMMARY_NAME]
+    if (current := current_state(previous, inputs, state, outputs)) is not None:
+        return _already_current(spec, current, observer)
     prices = load_prices(spec.prices)
     if spec.max_cost is not None and (spec.model, spec.region) not in prices:
         msg = (
@@ -247,7 +271,7 @@ async def _run_locked(
     for message in warnings:
         observer.on_warning(message)
 
-    register = RowRegister(state, kept)
+    register = RowRegister(state, kept, spec.shard_label)
     source = _RowSource(manifest, builder, register, done, spec)
     batches = source.batches()
     client = ModelStudioClient(
@@ -303,9 +327,14 @@ async def _run_locked(
     try:
         try:
             outcome = await run_scheduler(
-                batches, sender, sink, concurrency=spec.concurrency, stop=stop,
-                limit=spec.limit, gate=gate,
-            )  # fmt: skip
+                batches,
+                sender,
+                sink,
+                concurrency=spec.concurrency,
+                stop=stop,
+                limit=spec.limit,
+                gate=gate,
+            )
             sent, fatal = outcome.sent, outcome.fatal
             limit_reached = outcome.limit_reached
             if outcome.pending_read is not None:
@@ -337,15 +366,66 @@ async def _run_locked(
         raise journal_error
     if stop.hard:
         return RunOutcome(
-            exit_code=3, output=spec.output, by_status={}, sent=sent, summary={},
-            stop_reason=stop.reason, stop_detail=stop.detail, fatal=fatal,
-            warnings=warnings, results_written=False,
-        )  # fmt: skip
-    return _write_outputs(
-        spec, state, source, stop, sent, fatal, warnings,
-        started_at=started_at.isoformat(), elapsed_s=clock.monotonic() - start,
-        finished_at=clock.wall().isoformat(),
-    )  # fmt: skip
+            exit_code=3,
+            output=spec.output,
+            by_status={},
+            sent=sent,
+            summary={},
+            stop_reason=stop.reason,
+            stop_detail=stop.detail,
+            fatal=fatal,
+            warnings=warnings,
+            results_written=False,
+        )
+    with outputs_lock(state):
+        # journal sizes are taken before the rebuild reads them: anything another
+        # shard appends meanwhile makes the next run take the full path (never less)
+        sizes = journal_sizes(state)
+        written = _write_outputs(
+            spec,
+            state,
+            source,
+            stop,
+            sent,
+            fatal,
+            warnings,
+            started_at=started_at.isoformat(),
+            elapsed_s=clock.monotonic() - start,
+            finished_at=clock.wall().isoformat(),
+        )
+        save_state(
+            state,
+            spec.shard_label,
+            RunState(
+                key=inputs,
+                manifest=stamp,
+                journals=sizes,
+                pending=written.pending,
+                rows=source.register.rows,
+                exit_code=written.exit_code,
+                by_status=written.by_status,
+            ),
+        )
+    return written
+
+
+def _already_current(
+    spec: JobSpec, state: RunState, observer: RunObserver
+) -> RunOutcome:
+    """A finished job, run again on the same inputs: nothing to send or rebuild."""
+    observer.on_start(total_rows=state.rows, already_done=state.rows)
+    observer.on_warning(
+        "nothing to do: every row already has its result and results.parquet is "
+        "current (--retry-errors or --rerun sends failed rows again)"
+    )
+    summary = json.loads((spec.output / SUMMARY_NAME).read_text("utf-8"))
+    return RunOutcome(
+        exit_code=state.exit_code,
+        output=spec.output,
+        by_status=state.by_status,
+        sent=0,
+        summary=summary,
+    )
 
 
 def _install_signal_handlers(
@@ -384,6 +464,11 @@ def _write_outputs(
     by_status = {s.value: 0 for s in RowStatus}
     for status, count in scope["status"].value_counts().iter_rows():
         by_status[status] = int(count)
+    resend = (pl.col("status") != RowStatus.OK.value) & (
+        pl.col("status").is_in(["skipped", *spec.rerun_set])
+        | pl.col("error_code").is_in(list(spec.rerun_set))
+    )
+    pending = scope.filter(resend).height
     stop_reason = stop.reason
     if fatal is not None:
         exit_code, stop_reason = 5, "fatal"
@@ -426,4 +511,5 @@ def _write_outputs(
         stop_detail=stop.detail,
         fatal=fatal,
         warnings=warnings,
+        pending=pending,
     )

@@ -9,10 +9,12 @@ the folder lock with other shards and locks its own shard exclusively.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -20,6 +22,7 @@ from types import TracebackType
 from batchkimi.errors import OutputLockedError
 
 FOLDER_LOCK = "run.lock"
+OUTPUTS_LOCK = "outputs.lock"
 
 
 def _held_exclusively(path: Path) -> bool:
@@ -109,3 +112,18 @@ class OutputLock:
         trace: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def outputs_lock(state_dir: Path) -> Iterator[None]:
+    """Serialise rebuilding results.parquet and summary.json among concurrent shards.
+
+    Each rebuild reads the journals while holding it, so whichever shard replaces the
+    files last has read everything the others had journalled before it.
+    """
+    fd = os.open(state_dir / OUTPUTS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

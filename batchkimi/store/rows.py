@@ -29,10 +29,12 @@ INTERNAL_COLUMNS = {
 class RowRegister:
     """Appends batches to a temporary Parquet file; ``commit`` makes it current."""
 
-    def __init__(self, folder: Path, kept: dict[str, str]) -> None:
-        """``kept`` maps manifest column → output column name."""
-        self.path = folder / ROWS_NAME
-        self._tmp = folder / f"{ROWS_NAME}.{os.getpid()}.tmp"
+    def __init__(self, folder: Path, kept: dict[str, str], shard: str | None) -> None:
+        """``kept`` maps manifest column → output column name. Each shard keeps its
+        own register, since each marks its own rows as in scope."""
+        name = f"rows-shard-{shard}.parquet" if shard else ROWS_NAME
+        self.path = folder / name
+        self._tmp = folder / f"{name}.{os.getpid()}.tmp"
         self.kept = kept
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0

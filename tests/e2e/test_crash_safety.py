@@ -228,3 +228,32 @@ def test_json_log_is_one_event_per_line(
     assert retry["cause"] == "InternalError" and retry["attempt"] == 1
     assert events[-1]["by_status"]["ok"] == len(ROWS) and events[-1]["exit_code"] == 0
     assert result.stdout == ""
+
+
+def test_a_finished_job_run_again_sends_and_rewrites_nothing(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    spec = make_spec(tmp_path, simulator, rows=ROWS)
+    first = run(spec)
+    results = spec.output / "results.parquet"
+    written = results.stat().st_mtime_ns
+    again = run(spec)
+    assert (again.exit_code, again.sent) == (first.exit_code, 0)
+    assert again.by_status == first.by_status
+    assert results.stat().st_mtime_ns == written  # already current: not rebuilt
+    spec.input.touch()  # a new mtime, the same content: still current
+    assert run(spec).sent == 0 and results.stat().st_mtime_ns == written
+    grown = make_spec(tmp_path, simulator, rows=[*ROWS, {"id": "new", "review": "new"}])
+    assert run(grown).sent == 1  # an edited manifest takes the full path
+    assert read_results(grown)["id"].to_list()[-1] == "new"
+
+
+def test_failed_rows_keep_a_finished_job_current_until_asked_to_retry(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    simulator.script("*", [error("DataInspectionFailed")])
+    spec = make_spec(tmp_path, simulator, rows=ROWS[:3], concurrency=1)
+    assert run(spec).exit_code == 1
+    assert (run(spec).exit_code, len(simulator.requests)) == (1, 3)
+    retried = run(make_spec(tmp_path, simulator, rows=ROWS[:3], retry_errors=True))
+    assert (retried.exit_code, retried.sent) == (0, 1)
