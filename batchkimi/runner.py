@@ -68,6 +68,8 @@ class RunObserver(Protocol):
 
     def on_warning(self, message: str) -> None: ...
 
+    def on_info(self, message: str) -> None: ...
+
     def on_stop(self, reason: str, detail: str) -> None: ...
 
 
@@ -82,6 +84,9 @@ class _SilentObserver:
         pass
 
     def on_warning(self, message: str) -> None:
+        pass
+
+    def on_info(self, message: str) -> None:
         pass
 
     def on_stop(self, reason: str, detail: str) -> None:
@@ -413,10 +418,9 @@ def _already_current(
     spec: JobSpec, state: RunState, observer: RunObserver
 ) -> RunOutcome:
     """A finished job, run again on the same inputs: nothing to send or rebuild."""
-    observer.on_start(total_rows=state.rows, already_done=state.rows)
-    observer.on_warning(
-        "nothing to do: every row already has its result and results.parquet is "
-        "current (--retry-errors or --rerun sends failed rows again)"
+    observer.on_info(
+        f"nothing to do: all {state.rows:,} rows have their results and "
+        "results.parquet is current (--retry-errors or --rerun sends failed rows again)"
     )
     summary = json.loads((spec.output / SUMMARY_NAME).read_text("utf-8"))
     return RunOutcome(

@@ -91,9 +91,7 @@ class ProgressDisplay:
         if self.quiet:
             return
         if already_done:
-            self._print(
-                f"resuming: {already_done:,} requests already answered are kept"
-            )
+            self._print(f"resuming: {already_done:,} answers already received are kept")
         if not self._live:
             total = f"{total_rows:,}" if total_rows is not None else "?"
             self._print(f"started: {total} rows in the manifest")
@@ -124,6 +122,10 @@ class ProgressDisplay:
 
     def on_warning(self, message: str) -> None:
         self._print(f"warning: {message}")
+
+    def on_info(self, message: str) -> None:
+        if not self.quiet:
+            self._print(message)
 
     def on_stop(self, reason: str, detail: str) -> None:
         if reason != "fatal":
@@ -194,6 +196,9 @@ class JsonLog:
     def on_warning(self, message: str) -> None:
         self.emit("warning", message=message)
 
+    def on_info(self, message: str) -> None:
+        self.emit("info", message=message)
+
     def on_stop(self, reason: str, detail: str) -> None:
         self.emit("stop", reason=reason, detail=detail)
 
@@ -231,7 +236,11 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
             f"{cost:.4f} {currency}" if cost is not None else "unknown (no price)"
         )
         tokens = overall["tokens"]
-        rate = f" at {overall['rows_per_s']} rows/s" if overall["rows_per_s"] else ""
+        rate = (
+            f" at {overall['rows_per_s']} rows/s"
+            if outcome.sent and overall["rows_per_s"]
+            else ""
+        )
         lines += [
             f"rows: {counts or 'none'}",
             f"sent this run: {outcome.sent:,} requests{rate}",
@@ -242,7 +251,7 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
             f"summary: {outcome.output / 'summary.json'}",
         ]
         duplicates = outcome.summary["run"].get("duplicate_rows_this_run") or 0
-        if duplicates:
+        if duplicates and outcome.sent:
             lines.append(
                 f"note: {duplicates:,} rows asked exactly what an earlier row asked; "
                 "each such request was sent (and paid for) once"
