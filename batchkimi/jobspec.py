@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchkimi.catalogue import check_thinking, check_usable
+from batchkimi.catalogue import check_thinking, check_usable, get_model
 from batchkimi.errors import ConfigError
 from batchkimi.regions import APIS, api_base, base_url_for, resolve_region
 
@@ -82,8 +82,15 @@ class JobSpec:
     thinking: bool | None = None
     stream: bool = True
     concurrency: int = 16
+    #: per-model limits; None: the catalogue's (500 RPM, 1M TPM); 0: no limit, adapt
+    rpm: int | None = None
+    tpm: int | None = None
     max_attempts: int = 5
     timeout_s: float = 900.0
+    idle_timeout_s: float | None = (
+        None  # a stream with no data this long; None: timeout_s
+    )
+    max_throttle_wait_s: float = 600.0
     limit: int | None = None
     max_cost: float | None = None  # this run's budget, in the price table's currency
     max_runtime_s: float | None = None
@@ -107,6 +114,13 @@ class JobSpec:
     def column(self, role: str) -> str:
         """The manifest column that plays ``role`` (its own name unless mapped)."""
         return self.columns.get(role, role)
+
+    def limits_of(self, model: str) -> tuple[int | None, int | None]:
+        """(RPM, TPM) to keep ``model`` under: the job's, else the catalogue's."""
+        info = get_model(model)
+        rpm = info.rpm if self.rpm is None else (self.rpm or None)
+        tpm = info.tpm if self.tpm is None else (self.tpm or None)
+        return rpm, tpm
 
     @property
     def shard_parts(self) -> tuple[int, int] | None:
@@ -132,7 +146,13 @@ class JobSpec:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(JobSpec)}
 _PATH_FIELDS = ("input", "output", "prices")
-_ALIASES = {"timeout": "timeout_s", "max_runtime": "max_runtime_s", "grace": "grace_s"}
+_ALIASES = {
+    "timeout": "timeout_s",
+    "idle_timeout": "idle_timeout_s",
+    "max_runtime": "max_runtime_s",
+    "grace": "grace_s",
+    "max_throttle_wait": "max_throttle_wait_s",
+}
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
@@ -269,6 +289,13 @@ def validate(spec: JobSpec) -> None:
     if spec.max_runtime_s is not None:
         _check_number("max_runtime_s", spec.max_runtime_s, 1, 10**9)
     _check_number("grace_s", spec.grace_s, 0, 86_400)
+    _check_number("max_throttle_wait_s", spec.max_throttle_wait_s, 1, 86_400 * 7)
+    if spec.idle_timeout_s is not None:
+        _check_number("idle_timeout_s", spec.idle_timeout_s, 1, 86_400)
+    for name in ("rpm", "tpm"):
+        value = getattr(spec, name)
+        if value is not None:
+            _check_number(name, value, 0, 10**12)
     if spec.shard is not None:
         match = _SHARD.match(spec.shard)
         if not match or not 1 <= int(match[1]) <= int(match[2]):

@@ -119,6 +119,7 @@ class RowResult:
     attempts: int = 0
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    wait_ms: float = 0.0  # paced by rate limits or backing off between attempts
     request_id: str | None = None
     response_model: str | None = None
     error_code: str | None = None

@@ -34,6 +34,13 @@ from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.pricing import load_prices
 from batchkimi.records import RowRequest, RowResult, RowStatus
 from batchkimi.schedule.budget import CostBudget, CostGate
+from batchkimi.schedule.limitstore import (
+    LimitStore,
+    MemoryLimits,
+    SharedLimits,
+    account_id,
+    state_home,
+)
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
@@ -283,10 +290,12 @@ async def _run_locked(
         key,
         concurrency=spec.concurrency,
         timeout_s=spec.timeout_s,
+        idle_timeout_s=spec.idle_timeout_s,
         clock=clock,
         workspace_id=spec.workspace_id if spec.base_url is None else None,
         transport=transport,
     )
+    limits = _limit_store(spec, key)
     sender = RowSender(
         client,
         protocol_for(spec.api),
@@ -296,11 +305,13 @@ async def _run_locked(
             max_attempts=spec.max_attempts,
             region=spec.region,
             prices=prices,
+            max_throttle_wait_s=spec.max_throttle_wait_s,
         ),
         clock,
         on_retry=lambda request, exc, attempt: observer.on_retry(
             request.row_id, exc.code, attempt
         ),
+        limits=limits,
     )
 
     def sink(request: RowRequest, result: RowResult) -> None:
@@ -364,6 +375,8 @@ async def _run_locked(
             for signum in _STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         flusher.cancel()
+        if isinstance(limits, SharedLimits):
+            limits.close()
         await client.aclose()
         journal.close()
         register.abandon()
@@ -430,6 +443,15 @@ def _already_current(
         sent=0,
         summary=summary,
     )
+
+
+def _limit_store(spec: JobSpec, key: ApiKey) -> LimitStore:
+    """Budgets shared by every run on this machine when a limit is configured (limits
+    are the account's, not the process's); otherwise this run's own, adaptive ones."""
+    if spec.limits_of(spec.model) == (None, None):
+        return MemoryLimits(spec.limits_of)
+    account = account_id(key, spec.resolved_base_url)
+    return SharedLimits(state_home() / f"{account}.json", spec.limits_of)
 
 
 def _install_signal_handlers(

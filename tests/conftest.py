@@ -31,10 +31,15 @@ _SCRUB = (
 
 
 @pytest.fixture(autouse=True)
-def canary_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    """No real key or proxy reaches a test; a canary key stands in, to be grepped for."""
+def canary_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """No real key or proxy reaches a test; a canary key stands in, to be grepped for.
+    Each test gets its own state folder, so rate budgets shared between runs are
+    shared only within the test."""
     for name in _SCRUB:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     canary = f"sk-canary-{uuid.uuid4().hex}"
     monkeypatch.setenv("DASHSCOPE_API_KEY", canary)
     return canary

@@ -60,6 +60,8 @@ def make_spec(
         "prompt": "Sentiment of: {review}. Answer with one of: positive, negative",
         "base_url": simulator.url,
         "concurrency": 4,
+        "rpm": 0,  # the simulator enforces no limits unless a test sets them
+        "tpm": 0,
     }
     values.update(overrides)
     return build_spec({}, values)

@@ -74,9 +74,12 @@ class ProgressDisplay:
     """For people: a live bar on a terminal, a line every ``interval_s`` elsewhere."""
 
     def __init__(
-        self, *, quiet: bool = False, stream: TextIO | None = None,
+        self,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
         interval_s: float = 10.0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.interval_s = interval_s
@@ -161,8 +164,11 @@ class JsonLog:
         self._last = time.monotonic()
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                  "event": event, **fields}  # fmt: skip
+        record = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "event": event,
+            **fields,
+        }
         self.stream.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self.stream.flush()
 

@@ -91,6 +91,18 @@ def _simulated(enabled: bool) -> Iterator[str | None]:
     help="Requests in flight at once.  [default: 16]",
 )
 @click.option(
+    "--rpm",
+    type=click.IntRange(min=0),
+    help="Requests per minute per model to stay under; 0: none, adapt to throttles "
+    "(default: the catalogue's, 500; none with --simulate).",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(min=0),
+    help="Tokens per minute per model to stay under; 0: none (default: the "
+    "catalogue's, 1,000,000; none with --simulate).",
+)
+@click.option(
     "--max-attempts",
     type=click.IntRange(1, 100),
     help="Attempts per row, retries included.  [default: 5]",
@@ -102,6 +114,22 @@ def _simulated(enabled: bool) -> Iterator[str | None]:
     type=click.FloatRange(min=1),
     help="Seconds one attempt may take; also the idle limit of a stream.  "
     "[default: 900]",
+)
+@click.option(
+    "--idle-timeout",
+    "--idle-timeout-s",
+    "idle_timeout_s",
+    type=click.FloatRange(min=1),
+    help="Seconds a stream may send no data (keep-alives do not count).  "
+    "[default: --timeout]",
+)
+@click.option(
+    "--max-throttle-wait",
+    "--max-throttle-wait-s",
+    "max_throttle_wait_s",
+    type=click.FloatRange(min=1),
+    help="Stop (exit 3, resumable) when every request has been throttled for this "
+    "long.  [default: 600]",
 )
 @click.option(
     "--limit",
@@ -236,6 +264,9 @@ def run_command(
     with _simulated(simulate) as simulator_url:
         if simulator_url is not None:
             cli_values["base_url"] = simulator_url
+            for name in ("rpm", "tpm"):  # the simulator enforces no limits by default
+                if name not in file_values and name not in cli_values:
+                    cli_values[name] = 0
         spec = build_spec(file_values, cli_values)
         key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
         display: ProgressDisplay | JsonLog = (

@@ -8,7 +8,7 @@ record the waits instead of waiting.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from tenacity import (
     AsyncRetrying,
@@ -47,6 +47,7 @@ def build_retrying(
     base_s: float = 0.5,
     cap_s: float = 60.0,
     rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncRetrying:
     """A fresh tenacity controller for one row."""
 
@@ -59,7 +60,7 @@ def build_retrying(
         stop=stop_after_attempt(max_attempts),
         wait=WaitWithRetryAfter(base_s, cap_s, rng or random.Random()),
         retry=retry_if_exception_type(TransientError),
-        sleep=clock.sleep,
+        sleep=sleep or clock.sleep,
         before_sleep=before_sleep,
         reraise=True,
     )

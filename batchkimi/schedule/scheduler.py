@@ -16,7 +16,7 @@ from typing import Protocol
 
 from batchkimi.errors import FatalApiError
 from batchkimi.records import RowRequest, RowResult
-from batchkimi.schedule.sender import RowSender
+from batchkimi.schedule.sender import RowSender, ThrottleStop
 from batchkimi.schedule.stopper import StopControl
 
 Sink = Callable[[RowRequest, RowResult], None]
@@ -95,6 +95,9 @@ async def run_scheduler(
                 outcome.fatal = outcome.fatal or exc
                 stop.stop("fatal", str(exc))
                 continue
+            except ThrottleStop as exc:
+                stop.stop("throttle", str(exc))
+                continue  # not journalled: the row is sent again on resume
             finally:
                 if gate is not None:
                     gate.settle(request, result)

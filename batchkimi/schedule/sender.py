@@ -12,12 +12,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from batchkimi.api.base import WireProtocol
+from batchkimi.api.base import HttpCall, WireProtocol
+from batchkimi.catalogue import get_model
 from batchkimi.client import Exchange, ModelStudioClient
 from batchkimi.clock import Clock
 from batchkimi.errors import FatalApiError, TransientError
+from batchkimi.estimate import input_tokens, worst_output_tokens
 from batchkimi.pricing import PriceTable, cost_of
 from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
+from batchkimi.schedule.limitstore import LimitStore
 from batchkimi.schedule.retry import build_retrying
 
 
@@ -28,6 +31,12 @@ class SendSettings:
     max_attempts: int
     region: str
     prices: PriceTable
+    #: stop the run when throttles have gone on this long with no answer between
+    max_throttle_wait_s: float = 600.0
+
+
+class ThrottleStop(Exception):
+    """Throttling has outlasted its waiting budget: stop the run, resumably."""
 
 
 def judge(completion: Completion) -> tuple[RowStatus, str | None, str | None]:
@@ -70,6 +79,7 @@ class RowSender:
         clock: Clock,
         rng: random.Random | None = None,
         on_retry: Callable[[RowRequest, TransientError, int], None] | None = None,
+        limits: LimitStore | None = None,
     ) -> None:
         self.client = client
         self.protocol = protocol
@@ -77,6 +87,63 @@ class RowSender:
         self.clock = clock
         self.rng = rng or random.Random()
         self.on_retry = on_retry
+        self.limits = limits
+        self.answered_at = clock.monotonic()  # the last answer that was not a throttle
+        self._output_tokens: dict[str, float] = {}  # model -> running mean of output
+
+    def _tokens_to_reserve(self, request: RowRequest) -> float:
+        """Estimated input plus the output this model has been giving lately."""
+        worst = worst_output_tokens(request, get_model(request.model))
+        expected = self._output_tokens.get(request.model, min(worst, 512))
+        return input_tokens(request.messages) + min(expected, worst)
+
+    async def _paced_send(
+        self, request: RowRequest, call: HttpCall, tokens: float, wait: list[float]
+    ) -> Exchange:
+        """One attempt: wait for the rate budgets, send, and settle them."""
+        if self.limits is not None:
+            delay = self.limits.reserve(request.model, tokens, self.clock.monotonic())
+            if delay > 0:
+                wait[0] += delay
+                await self.clock.sleep(delay)
+        exchange = await self.client.send(call, self.protocol)
+        now = self.clock.monotonic()
+        result = exchange.result
+        if isinstance(result, Completion):
+            self.answered_at = now
+            used = result.usage.total_tokens if result.usage else None
+            if result.usage is not None:
+                mean = self._output_tokens.get(
+                    request.model, result.usage.output_tokens
+                )
+                self._output_tokens[request.model] = (
+                    0.9 * mean + 0.1 * result.usage.output_tokens
+                )
+            if self.limits is not None:
+                self.limits.settle(
+                    request.model, tokens, outcome="accepted", tokens_used=used, now=now
+                )
+            return exchange
+        throttled = result.budget is not None
+        if self.limits is not None:
+            self.limits.settle(
+                request.model,
+                tokens,
+                budget=result.budget,
+                now=now,
+                outcome="throttled" if throttled else "failed",
+            )
+        throttled_s = now - self.answered_at
+        if throttled and throttled_s > self.settings.max_throttle_wait_s:
+            msg = (
+                f"the service has throttled every request for {throttled_s:.0f} s "
+                f"({result.code}); the run stops here, resumable. Wait, lower "
+                "--concurrency / --rpm / --tpm, or raise --max-throttle-wait"
+            )
+            raise ThrottleStop(msg)
+        if not throttled:
+            self.answered_at = now
+        return exchange
 
     async def process(self, request: RowRequest) -> RowResult:
         started_at = self.clock.wall().isoformat()
@@ -86,6 +153,12 @@ class RowSender:
         retries: Counter[str] = Counter()
         attempts = 0
         exchange: Exchange | None = None
+        tokens = self._tokens_to_reserve(request)
+        waited = [0.0]  # seconds paced by the limits or backing off between attempts
+
+        async def backoff(seconds: float) -> None:
+            waited[0] += seconds
+            await self.clock.sleep(seconds)
 
         def count_retry(exc: TransientError) -> None:
             retries[exc.code] += 1
@@ -97,13 +170,14 @@ class RowSender:
             clock=self.clock,
             on_retry=count_retry,
             rng=self.rng,
+            sleep=backoff,
         )
         failure: Failure | None = None
         try:
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    exchange = await self.client.send(call, self.protocol)
+                    exchange = await self._paced_send(request, call, tokens, waited)
                     failure = _raise_unless_row(exchange)
         except TransientError as exc:
             failure = Failure(
@@ -121,6 +195,7 @@ class RowSender:
             attempts=attempts,
             started_at=started_at,
             retries=dict(retries),
+            wait_ms=round(waited[0] * 1000, 3),
         )
         if exchange is not None:
             result.latency_ms = round(exchange.latency_ms, 3)

@@ -189,8 +189,12 @@ def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
     ``rerun`` names what to send again: statuses (error, incomplete) or error codes
     (length, content_filter, DataInspectionFailed, …). An ``ok`` answer always stands.
     """
-    schema = {"fingerprint": pl.String(), "status": pl.String(),
-              "error_code": pl.String(), "finished_at": pl.String()}  # fmt: skip
+    schema = {
+        "fingerprint": pl.String(),
+        "status": pl.String(),
+        "error_code": pl.String(),
+        "finished_at": pl.String(),
+    }
     latest = read_latest(folder, schema)
     again = list(rerun)
     resend = (pl.col("status") != RowStatus.OK.value) & (

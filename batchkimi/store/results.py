@@ -47,6 +47,7 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "fingerprint": pl.String(),
     "response_model": pl.String(),
     "retries": pl.String(),  # JSON object: cause -> retried attempts
+    "wait_ms": pl.Float64(),  # time paced by rate limits or backing off
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 #: what the journal holds of each result (everything but the row's own id)

@@ -58,6 +58,7 @@ def _group(frame: pl.DataFrame) -> dict[str, Any]:
         "currency": currencies[0] if len(currencies) == 1 else (currencies or None),
         "rows_without_price": answered.height - priced.height,
         "attempts": int(frame["attempts"].sum()),
+        "wait_s": round(float(frame["wait_ms"].fill_null(0).sum()) / 1000, 3),
         "retries_by_cause": _retries(frame),
         "latency_ms": _percentiles(frame["latency_ms"]),
         "ttft_ms": _percentiles(frame["ttft_ms"]),

@@ -58,6 +58,7 @@ def label_args(
         simulator.url,
         "--prompt",
         prompt,
+        *("--rpm", "0", "--tpm", "0"),
         *extra,
     ]
 

@@ -218,6 +218,7 @@ def test_json_log_is_one_event_per_line(
             "{review}",
             "--log-format",
             "json",
+            *("--rpm", "0", "--tpm", "0"),
         ],
     )
     assert result.exit_code == 0, result.stderr

@@ -54,6 +54,7 @@ def spawn(
         "Label: {review}",
         "--log-format",
         "json",
+        *("--rpm", "0", "--tpm", "0"),  # the simulator enforces no limits here
         *extra,
     ]
     return subprocess.Popen(
