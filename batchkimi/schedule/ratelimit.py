@@ -110,8 +110,9 @@ class Budget:
         self._refill(now)
         if now - self.cut_at < COOLDOWN_S:
             return False
-        elapsed_in_slot = max(now - self.slot, 0.25)
-        accepted = max(self.accepted_before, self.accepted_now / elapsed_in_slot)
+        # accepted in the last whole second, or (a lower bound) in this one so far:
+        # never an extrapolation, which early in a run would overshoot many times
+        accepted = max(self.accepted_before, self.accepted_now)
         base = accepted if accepted > 0 else (self.rate or self.admitted_now)
         rate = max(base * CUT, FLOOR)
         self.rate = min(rate, self.ceiling) if self.ceiling is not None else rate
@@ -171,10 +172,13 @@ class ModelLimits:
             used = tokens_reserved if tokens_used is None else tokens_used
             budgets.tokens.accepted(tokens_reserved, used, now)
             return False
-        budgets.tokens.released(tokens_reserved, now)
         if outcome != "throttled":
-            return False  # a failed request still counted against requests per minute
-        budgets.requests.released(1, now)
+            # a failed request still counted against requests per minute; its tokens
+            # were not used
+            budgets.tokens.released(tokens_reserved, now)
+            return False
+        # a throttled request keeps its reservation: its moment has passed, and handing
+        # it back would let a re-send go at once into the same throttle
         if budget == "tpm":
             return budgets.tokens.throttled(now)
         return budgets.requests.throttled(now, burst=budget == "burst")

@@ -1,0 +1,98 @@
+"""Saturate the quota, never storm it: runs against a simulator enforcing limits.
+
+The simulator enforces its limits per second, as the service may (FACTS §3.3). These
+tests assert counts (throttles, rows, statuses), never durations: speed is measured in
+bench/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from batchkimi.clock import ManualClock
+from batchkimi.credentials import ApiKey
+from batchkimi.runner import run_job
+from batchkimi.simulator import Limits, SimulatorServer, error
+from tests.helpers import make_spec, read_results, run
+
+ROWS = [{"id": f"r{i:02d}", "review": f"review number {i}"} for i in range(40)]
+
+
+def throttles(simulator: SimulatorServer) -> int:
+    return sum(1 for r in simulator.requests if r.status == 429)
+
+
+def test_configured_limits_are_kept_without_a_single_throttle(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    simulator.reset(limits=Limits(rpm=1200, window_s=1.0))  # 20 a second
+    spec = make_spec(tmp_path, simulator, rows=ROWS, concurrency=16, rpm=1200)
+    outcome = run(spec)
+    results = read_results(spec)
+    assert outcome.exit_code == 0
+    assert throttles(simulator) == 0
+    assert (results["attempts"] == 1).all()
+    assert results["wait_ms"].sum() > 0  # the pacing was doing the work
+
+
+def test_with_no_limit_configured_the_run_finds_the_servers_limit(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    simulator.reset(limits=Limits(rpm=1200, window_s=1.0))
+    rows = [
+        {"id": f"{r['id']}-{n}", "review": f"{r['review']} ({n})"}
+        for n in (1, 2)
+        for r in ROWS
+    ]
+    outcome = run(make_spec(tmp_path, simulator, rows=rows, concurrency=16))
+    assert outcome.exit_code == 0  # every row ok in the end
+    sent = len(simulator.requests)
+    assert throttles(simulator) >= 1  # it had to learn the limit...
+    assert throttles(simulator) <= 0.35 * sent  # ...and did not keep storming it
+
+
+def test_two_runs_at_once_share_one_budget(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    simulator.reset(limits=Limits(rpm=1200, window_s=1.0))
+    specs = [
+        make_spec(
+            tmp_path / name,
+            simulator,
+            concurrency=8,
+            rpm=1200,
+            rows=[{"id": f"{name}{i}", "review": f"{name} {i}"} for i in range(30)],
+        )
+        for name in ("a", "b")
+    ]
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+
+    async def both() -> list[int]:
+        outcomes = await asyncio.gather(*(run_job(spec, key) for spec in specs))
+        return [o.exit_code for o in outcomes]
+
+    assert asyncio.run(both()) == [0, 0]
+    assert len(simulator.requests) == 60
+    assert throttles(simulator) == 0  # together, under the one limit
+
+
+def test_a_throttle_that_never_ends_stops_the_run_resumably(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    simulator.script("*", [error("Throttling.RateQuota")] * 40)
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=ROWS[:3],
+        concurrency=1,
+        max_attempts=50,
+        max_throttle_wait_s=5,
+    )
+    outcome = run(spec, clock=ManualClock())
+    assert outcome.exit_code == 3 and outcome.stop_reason == "throttle"
+    assert "throttled every request" in outcome.stop_detail
+    assert set(read_results(spec)["status"]) == {"skipped"}  # not failed: resumable
+    simulator.reset()
+    assert run(make_spec(tmp_path, simulator, rows=ROWS[:3])).exit_code == 0
