@@ -35,6 +35,7 @@ class LimitStore(Protocol):
         outcome: str,
         tokens_used: float | None = None,
         budget: str | None = None,
+        sent_at: float | None = None,
         now: float,
     ) -> bool: ...
 
@@ -116,6 +117,7 @@ class SharedLimits:
         outcome: str,
         tokens_used: float | None = None,
         budget: str | None = None,
+        sent_at: float | None = None,
         now: float,
     ) -> bool:
         return self._locked(
@@ -125,6 +127,7 @@ class SharedLimits:
                 outcome=outcome,
                 tokens_used=tokens_used,
                 budget=budget,
+                sent_at=sent_at,
                 now=now,
             )
         )

@@ -7,9 +7,10 @@ negative, which is the queue of reservations ahead). Pacing is therefore smooth 
 per-second scale, where Model Studio may enforce its per-minute limits (FACTS §3.3).
 
 The rate adapts, AIMD-style. A throttle on this budget cuts the rate to a share of
-what the service accepted in the last second (its limit, as seen from here), at most
-once a second, since the requests already in flight were sent at the old rate. Then
-the rate grows a little each second, up to the ceiling (a configured limit less a
+what the service accepted in the last second (its limit, as seen from here), or halves
+it while nothing has been accepted yet. Only a request sent after the last cut can cut
+again: throttles of requests sent before it are echoes of a rate already corrected.
+Then the rate grows a little each second, up to the ceiling (a configured limit less a
 small headroom) or until the next throttle. With no limit configured a budget starts
 unlimited and only a throttle gives it a rate: that is how batchkimi finds a server's
 limit by itself. A burst throttle also halves the bucket, so the ramp is smoother.
@@ -27,7 +28,7 @@ HEADROOM = 0.98  # run just under a configured limit: clocks and networks jitter
 BURST_S = 0.5  # a bucket holds half a second of its rate (the service may hold one)
 CUT = 0.9  # after a throttle: this share of what the service accepted last second
 GROWTH_PER_S = 0.02  # then this much more each second (multiplicative)
-COOLDOWN_S = 1.0  # throttles this soon after a cut are of requests sent before it
+COOLDOWN_S = 1.0  # the rate does not grow this soon after a cut
 FLOOR = 1 / 60  # never slower than one unit a minute
 
 
@@ -105,16 +106,20 @@ class Budget:
         if self.rate is not None:
             self.level = min(self.capacity, self.level + reserved)
 
-    def throttled(self, now: float, *, burst: bool = False) -> bool:
-        """The service refused a request on this budget: slow down. True if cut."""
+    def throttled(self, now: float, *, sent_at: float, burst: bool = False) -> bool:
+        """The service refused a request (reserved at ``sent_at``) on this budget:
+        slow down. True if this throttle cut the rate."""
         self._refill(now)
-        if now - self.cut_at < COOLDOWN_S:
-            return False
+        if sent_at < self.cut_at:
+            return False  # sent before the last cut: that rate is corrected already
         # accepted in the last whole second, or (a lower bound) in this one so far:
         # never an extrapolation, which early in a run would overshoot many times
         accepted = max(self.accepted_before, self.accepted_now)
-        base = accepted if accepted > 0 else (self.rate or self.admitted_now)
-        rate = max(base * CUT, FLOOR)
+        if accepted > 0:
+            rate = accepted * CUT
+        else:  # nothing answered yet to learn from: halve what is being sent
+            rate = (self.rate if self.rate is not None else self.admitted_now) / 2
+        rate = max(rate, FLOOR)
         self.rate = min(rate, self.ceiling) if self.ceiling is not None else rate
         if burst:
             self.burst_s = max(self.burst_s / 2, 0.05)
@@ -163,6 +168,7 @@ class ModelLimits:
         outcome: str,  # accepted | throttled | failed
         tokens_used: float | None = None,
         budget: str | None = None,  # rpm | tpm | burst, for throttles
+        sent_at: float | None = None,  # when the request was reserved
         now: float,
     ) -> bool:
         """Apply how a request ended; True if a throttle cut a rate."""
@@ -179,6 +185,7 @@ class ModelLimits:
             return False
         # a throttled request keeps its reservation: its moment has passed, and handing
         # it back would let a re-send go at once into the same throttle
+        sent = now if sent_at is None else sent_at
         if budget == "tpm":
-            return budgets.tokens.throttled(now)
-        return budgets.requests.throttled(now, burst=budget == "burst")
+            return budgets.tokens.throttled(now, sent_at=sent)
+        return budgets.requests.throttled(now, sent_at=sent, burst=budget == "burst")

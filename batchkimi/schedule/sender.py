@@ -101,8 +101,9 @@ class RowSender:
         self, request: RowRequest, call: HttpCall, tokens: float, wait: list[float]
     ) -> Exchange:
         """One attempt: wait for the rate budgets, send, and settle them."""
+        sent_at = self.clock.monotonic()
         if self.limits is not None:
-            delay = self.limits.reserve(request.model, tokens, self.clock.monotonic())
+            delay = self.limits.reserve(request.model, tokens, sent_at)
             if delay > 0:
                 wait[0] += delay
                 await self.clock.sleep(delay)
@@ -130,6 +131,7 @@ class RowSender:
                 request.model,
                 tokens,
                 budget=result.budget,
+                sent_at=sent_at,
                 now=now,
                 outcome="throttled" if throttled else "failed",
             )

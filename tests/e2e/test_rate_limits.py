@@ -96,3 +96,31 @@ def test_a_throttle_that_never_ends_stops_the_run_resumably(
     assert set(read_results(spec)["status"]) == {"skipped"}  # not failed: resumable
     simulator.reset()
     assert run(make_spec(tmp_path, simulator, rows=ROWS[:3])).exit_code == 0
+
+
+def test_a_storm_of_faults_leaves_every_row_ok_or_with_its_permanent_error(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Issue 7's fault mix: 10% InternalError, 5% throttling, 2% streams cut off
+    mid-answer, 1% DataInspectionFailed. Nothing is lost; only moderation fails."""
+    simulator.reset(
+        seed=7,
+        error_rates={
+            "InternalError": 0.10,
+            "Throttling.RateQuota": 0.05,
+            "DataInspectionFailed": 0.01,
+        },
+        disconnect_rate=0.02,
+    )
+    rows = [{"id": f"f{i:03d}", "review": f"review {i}"} for i in range(300)]
+    spec = make_spec(tmp_path, simulator, rows=rows, concurrency=16, max_attempts=8)
+    outcome = run(spec, clock=ManualClock())
+    results = read_results(spec)
+    assert results["id"].to_list() == [r["id"] for r in rows]
+    failed = results.filter(results["status"] != "ok")
+    assert set(failed["error_code"]) <= {"DataInspectionFailed"}
+    assert outcome.exit_code == (1 if failed.height else 0)
+    faults = {r.fault for r in simulator.requests} - {None}
+    assert {"InternalError", "Throttling.RateQuota", "disconnect"} <= faults
+    retried = results.filter(results["attempts"] > 1).height
+    assert retried > 30  # the faults really happened, and were recovered from

@@ -54,9 +54,11 @@ def test_a_throttle_cuts_to_what_the_service_accepted_then_grows_back() -> None:
         now = i * 0.05
         budget.reserve(1, now)
         budget.accepted(1, 1, now)
-    assert budget.throttled(now=2.0) is True
+    assert budget.throttled(now=2.0, sent_at=1.9) is True
     assert budget.rate == pytest.approx(20 * CUT)
-    assert budget.throttled(now=2.5) is False  # in-flight echoes do not cut again
+    # a throttle of a request sent before the cut is an echo: no second cut
+    assert budget.throttled(now=2.5, sent_at=1.95) is False
+    assert budget.rate == pytest.approx(20 * CUT)
     budget.reserve(1, now=5.0)  # three seconds later, past the cooldown
     assert budget.rate == pytest.approx(20 * CUT * (1 + GROWTH_PER_S) ** 3)
 
@@ -65,7 +67,7 @@ def test_growth_stops_at_the_configured_ceiling() -> None:
     budget = Budget.limited(per_minute=60, now=0.0)
     budget.reserve(1, now=0.0)
     budget.accepted(1, 1, now=0.0)
-    budget.throttled(now=0.5)
+    budget.throttled(now=0.5, sent_at=0.4)
     budget.reserve(1, now=1_000.0)
     assert budget.rate == budget.ceiling == pytest.approx(HEADROOM)
 
@@ -73,7 +75,7 @@ def test_growth_stops_at_the_configured_ceiling() -> None:
 def test_burst_throttles_shrink_the_bucket() -> None:
     budget = Budget.limited(per_minute=6000, now=0.0)
     before = budget.capacity
-    budget.throttled(now=0.1, burst=True)
+    budget.throttled(now=0.1, sent_at=0.0, burst=True)
     assert budget.capacity < before
 
 
@@ -90,7 +92,9 @@ def test_a_tpm_throttle_slows_tokens_not_requests() -> None:
     limits.reserve("m", 100, now=0.0)
     limits.settle("m", 100, outcome="accepted", tokens_used=100, now=0.0)
     limits.reserve("m", 100, now=0.5)
-    assert limits.settle("m", 100, outcome="throttled", budget="tpm", now=0.6)
+    assert limits.settle(
+        "m", 100, outcome="throttled", budget="tpm", sent_at=0.5, now=0.6
+    )
     budgets = limits.models["m"]
     assert budgets.tokens.rate is not None and budgets.requests.rate is None
 
@@ -106,3 +110,18 @@ def test_two_stores_on_one_file_share_one_budget(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_throttles_before_any_answer_halve_the_rate_until_it_holds() -> None:
+    """The first answers may take seconds while 429s come back at once: with nothing
+    accepted to learn from, each throttle of a request sent after the last cut halves
+    the rate, so a run that started too fast slows down within a few round trips."""
+    budget = Budget(ceiling=None, rate=None)
+    for i in range(64):  # 64 requests sent in the first 10 ms
+        budget.reserve(1, now=i * 0.00015)
+    assert budget.throttled(now=0.012, sent_at=0.005) is True
+    assert budget.rate == pytest.approx(32)
+    assert budget.throttled(now=0.013, sent_at=0.009) is False  # sent before the cut
+    budget.reserve(1, now=0.02)
+    assert budget.throttled(now=0.03, sent_at=0.02) is True  # sent after it: cut again
+    assert budget.rate == pytest.approx(16)
