@@ -10,6 +10,7 @@ send keep-alive comments for many minutes (FACTS §2.2).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -102,7 +103,7 @@ class ModelStudioClient:
         )
         response = await self._http.send(request, stream=True)
         try:
-            headers = {k.lower(): v for k, v in response.headers.items()}
+            headers = response.headers  # case-insensitive: no copy per response
             content_type = headers.get("content-type", "")
             if response.status_code != 200 or "text/event-stream" not in content_type:
                 body = await response.aread()
@@ -115,7 +116,7 @@ class ModelStudioClient:
         self,
         response: httpx.Response,
         protocol: WireProtocol,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         start: float,
         ttft: list[float],
     ) -> Completion | Failure:

@@ -45,6 +45,7 @@ def run(url: str, path: Path, out: Path) -> tuple[float, float]:
         sys.executable, "-c", _MEASURE, sys.executable, "-m", "batchkimi", "run",
         "-i", str(path), "-o", str(out), "--base-url", url, "--concurrency", "32",
         "--prompt", "Label: {review}. Answer with one of: good, bad", "-q",
+        "--rpm", "0", "--tpm", "0",  # the simulator here enforces no limits
     ]  # fmt: skip
     start = time.monotonic()
     done = subprocess.run(

@@ -36,6 +36,7 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"ok":true}'})
 sock = socket.socket(); sock.bind(("127.0.0.1", 0))
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as the simulator does
 print(sock.getsockname()[1], flush=True)
 uvicorn.Server(uvicorn.Config(app, log_level="critical", access_log=False,
                lifespan="off", http="httptools", loop="asyncio")).run(sockets=[sock])

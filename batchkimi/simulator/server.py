@@ -54,6 +54,10 @@ class SimulatorServer:
     ) -> Iterator[SimulatorServer]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn writes a response's head and body separately; with Nagle's algorithm
+        # on, the body waits ~40 ms for the client's delayed ACK of the head. Accepted
+        # connections inherit this option from the listening socket (Linux).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         server = cls(SimulatorApp(behaviour), sock)
         server.start()
