@@ -38,6 +38,10 @@ _OPERATIONAL = {
     "batch_rows",
     "prices",
     "retry_errors",
+    "rpm",
+    "tpm",
+    "idle_timeout_s",
+    "max_throttle_wait_s",
 }
 
 
