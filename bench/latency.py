@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from harness import bench_env, measure, simulator
 
 LATENCY_S = 0.2
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
@@ -55,16 +54,6 @@ def steady_rate(times: list[float]) -> float:
     return (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else 0.0
 
 
-def on_core_1(command: list[str], env: dict[str, str]) -> None:
-    subprocess.run(
-        command,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, {1}),
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=256)
@@ -72,87 +61,52 @@ def main() -> None:
     args = parser.parse_args()
     ideal = args.concurrency / LATENCY_S
     rows = int(ideal * args.seconds)
-    simulator = subprocess.Popen(
-        [
+    knobs = ("--ttft-ms", str(LATENCY_S * 1000))
+    with simulator(*knobs, core=0) as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        env = bench_env(str(folder / "state"))
+        times_path = folder / "bare.json"
+        endpoint = f"{url}/compatible-mode/v1/chat/completions"
+        bare_loop = [
+            sys.executable,
+            "-c",
+            BARE_LOOP,
+            endpoint,
+            str(rows),
+            str(args.concurrency),
+            str(times_path),
+        ]
+        measure(bare_loop, env=env, core=1)
+        bare = steady_rate(json.loads(times_path.read_text()))
+        manifest = folder / "m.csv"
+        ids = [f"r{i}" for i in range(rows)]
+        pl.DataFrame({"id": ids, "review": [f"review {i}" for i in ids]}).write_csv(
+            manifest
+        )
+        run = [
             sys.executable,
             "-m",
             "batchkimi",
-            "simulator",
-            "--port",
+            "run",
+            "-i",
+            str(manifest),
+            "-o",
+            str(folder / "out"),
+            "--prompt",
+            _PROMPT,
+            "--base-url",
+            url,
+            "--concurrency",
+            str(args.concurrency),
+            "--rpm",
             "0",
-            "--ttft-ms",
-            str(LATENCY_S * 1000),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    os.sched_setaffinity(simulator.pid, {0})
-    try:
-        assert simulator.stdout is not None
-        url = simulator.stdout.readline().strip()
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            env = {
-                **os.environ,
-                "DASHSCOPE_API_KEY": "sk-bench",
-                "XDG_STATE_HOME": str(folder / "state"),
-            }
-            times_path = folder / "bare.json"
-            on_core_1(
-                [
-                    sys.executable,
-                    "-c",
-                    BARE_LOOP,
-                    f"{url}/compatible-mode/v1/chat/completions",
-                    str(rows),
-                    str(args.concurrency),
-                    str(times_path),
-                ],
-                env,
-            )
-            bare = steady_rate(json.loads(times_path.read_text()))
-
-            manifest = folder / "m.csv"
-            pl.DataFrame(
-                {
-                    "id": [f"r{i}" for i in range(rows)],
-                    "review": [f"review {i}" for i in range(rows)],
-                }
-            ).write_csv(manifest)
-            on_core_1(
-                [
-                    sys.executable,
-                    "-m",
-                    "batchkimi",
-                    "run",
-                    "-i",
-                    str(manifest),
-                    "-o",
-                    str(folder / "out"),
-                    "--prompt",
-                    _PROMPT,
-                    "--base-url",
-                    url,
-                    "--concurrency",
-                    str(args.concurrency),
-                    "--rpm",
-                    "0",
-                    "--tpm",
-                    "0",
-                    "--quiet",
-                ],
-                env,
-            )
-            finished = pl.read_parquet(folder / "out" / "results.parquet")[
-                "finished_at"
-            ]
-            ours = steady_rate(
-                [datetime.fromisoformat(t).timestamp() for t in finished]
-            )
-    finally:
-        simulator.terminate()
-        simulator.wait()
+            "--tpm",
+            "0",
+            "--quiet",
+        ]
+        measure(run, env=env, core=1)
+        finished = pl.read_parquet(folder / "out" / "results.parquet")["finished_at"]
+        ours = steady_rate([datetime.fromisoformat(t).timestamp() for t in finished])
     print(
         f"{rows:,} requests, {LATENCY_S * 1000:.0f} ms each, concurrency "
         f"{args.concurrency}: at most {ideal:.0f} req/s"

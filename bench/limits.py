@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from harness import bench_env, simulator
 
 RPM, TPM = 500, 1_000_000
 
@@ -104,106 +104,82 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--adaptive-s", type=float, default=120.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    knobs = (
+        "--rpm",
+        str(RPM),
+        "--tpm",
+        str(TPM),
+        "--ttft-ms",
+        "200",
+        "--tokens-per-s",
+        "200",
+    )
+    with simulator(*knobs) as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        env = {
-            **os.environ,
-            "DASHSCOPE_API_KEY": "sk-bench",
-            "XDG_STATE_HOME": str(folder / "state"),
-        }
-        simulator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "batchkimi",
-                "simulator",
-                "--port",
-                "0",
-                "--rpm",
-                str(RPM),
-                "--tpm",
-                str(TPM),
-                "--ttft-ms",
-                "200",
-                "--tokens-per-s",
-                "200",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        env = bench_env(str(folder / "state"))
+        limits = ("--rpm", str(RPM), "--tpm", str(TPM))
+        print(f"limit: {RPM} requests/min, {TPM:,} tokens/min per model, per second")
+        header = ("scenario", "rows", "req/min", "of limit", "throttled")
+        print("{:44} {:>6} {:>8} {:>9} {:>10}".format(*header))
+
+        out = folder / "configured"
+        run = start_run(url, manifest(folder, "c", args.rows), out, env, *limits)
+        run.wait()
+        rate = rate_per_minute(finished_times(out))
+        print(
+            f"{'1. configured limits':44} {args.rows:6} {rate:8.0f} "
+            f"{rate / RPM:9.1%} {throttled_share([out]):10.2%}"
         )
-        try:
-            assert simulator.stdout is not None
-            url = simulator.stdout.readline().strip()
-            limits = ("--rpm", str(RPM), "--tpm", str(TPM))
-            print(
-                f"limit: {RPM} requests/min, {TPM:,} tokens/min per model, per second"
-            )
-            header = ("scenario", "rows", "req/min", "of limit", "throttled")
-            print("{:44} {:>6} {:>8} {:>9} {:>10}".format(*header))
 
-            out = folder / "configured"
-            run = start_run(url, manifest(folder, "c", args.rows), out, env, *limits)
-            run.wait()
-            rate = rate_per_minute(finished_times(out))
-            print(
-                f"{'1. configured limits':44} {args.rows:6} {rate:8.0f} "
-                f"{rate / RPM:9.1%} {throttled_share([out]):10.2%}"
-            )
+        time.sleep(2)  # let the simulator's buckets refill
+        out = folder / "adaptive"
+        run = start_run(
+            url,
+            manifest(folder, "a", args.rows * 4),
+            out,
+            env,
+            "--rpm",
+            "0",
+            "--tpm",
+            "0",
+            "--max-runtime",
+            str(args.adaptive_s),
+        )
+        run.wait()
+        times = finished_times(out)
+        reached = next(
+            (
+                t - times[0]
+                for i, t in enumerate(times)
+                if len([u for u in times[i:] if u - t < 10]) >= 0.9 * RPM / 6
+            ),
+            None,
+        )
+        rate = rate_per_minute(times, skip_s=30)
+        print(
+            f"{'2. adaptive, no limits configured (after 30 s)':44} {len(times):6} "
+            f"{rate:8.0f} {rate / RPM:9.1%} {throttled_share([out]):10.2%}"
+        )
+        print(
+            f"   first 10-second window at 90% of the limit began after {reached:.0f} s"
+            if reached is not None
+            else "   never reached 90%"
+        )
 
-            time.sleep(2)  # let the simulator's buckets refill
-            out = folder / "adaptive"
-            run = start_run(
-                url,
-                manifest(folder, "a", args.rows * 4),
-                out,
-                env,
-                "--rpm",
-                "0",
-                "--tpm",
-                "0",
-                "--max-runtime",
-                str(args.adaptive_s),
-            )
-            run.wait()
-            times = finished_times(out)
-            reached = next(
-                (
-                    t - times[0]
-                    for i, t in enumerate(times)
-                    if len([u for u in times[i:] if u - t < 10]) >= 0.9 * RPM / 6
-                ),
-                None,
-            )
-            rate = rate_per_minute(times, skip_s=30)
-            print(
-                f"{'2. adaptive, no limits configured (after 30 s)':44} {len(times):6} "
-                f"{rate:8.0f} {rate / RPM:9.1%} {throttled_share([out]):10.2%}"
-            )
-            print(
-                f"   first 10-second window at 90% of the limit began after "
-                f"{reached:.0f} s"
-                if reached is not None
-                else "   never reached 90%"
-            )
-
-            time.sleep(2)
-            outs = [folder / "shared-a", folder / "shared-b"]
-            runs = [
-                start_run(url, manifest(folder, name, args.rows // 2), o, env, *limits)
-                for name, o in zip(("x", "y"), outs, strict=True)
-            ]
-            for r in runs:
-                r.wait()
-            times = sorted(finished_times(outs[0]) + finished_times(outs[1]))
-            rate = rate_per_minute(times)
-            print(
-                f"{'3. two runs at once, one shared limit':44} {len(times):6} "
-                f"{rate:8.0f} {rate / RPM:9.1%} {throttled_share(outs):10.2%}"
-            )
-        finally:
-            simulator.terminate()
-            simulator.wait()
+        time.sleep(2)
+        outs = [folder / "shared-a", folder / "shared-b"]
+        runs = [
+            start_run(url, manifest(folder, name, args.rows // 2), o, env, *limits)
+            for name, o in zip(("x", "y"), outs, strict=True)
+        ]
+        for r in runs:
+            r.wait()
+        times = sorted(finished_times(outs[0]) + finished_times(outs[1]))
+        rate = rate_per_minute(times)
+        print(
+            f"{'3. two runs at once, one shared limit':44} {len(times):6} "
+            f"{rate:8.0f} {rate / RPM:9.1%} {throttled_share(outs):10.2%}"
+        )
 
 
 if __name__ == "__main__":

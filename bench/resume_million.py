@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
+from harness import bench_env, measure
 
 from batchkimi.jobspec import build_spec
 from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder
 
-_MEASURE = (
-    "import resource, subprocess, sys; "
-    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "
-    "stderr=subprocess.DEVNULL).returncode; "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)"
-)
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
 
 
@@ -94,21 +87,6 @@ def make_job(folder: Path, rows: int) -> tuple[Path, Path]:
     return manifest, output
 
 
-def measure(command: list[str]) -> tuple[float, float, int]:
-    """(seconds, peak RSS in MB, exit code) of one command in a fresh process."""
-    start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, *command],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "DASHSCOPE_API_KEY": "sk-bench"},
-    )
-    seconds = time.monotonic() - start
-    peak_kb, code = done.stdout.split()[-2:]
-    return seconds, int(peak_kb) / 1024, int(code)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -137,14 +115,13 @@ def main() -> None:
             ("resume of the finished job", run),
         ]
         baseline = None
-        print(
-            f"{'case':42} {'wall s':>8} {'peak MB':>8} {'exit':>5} {'vs baseline':>12}"
-        )
+        print(f"{'case':42} {'wall s':>8} {'peak MB':>8} {'vs baseline':>12}")
         for name, command in cases:
-            seconds, peak, code = measure(command)
+            done = measure(command, env=bench_env(str(Path(tmp) / "state")))
+            seconds, peak = done.wall_s, done.peak_mb
             baseline = baseline or seconds
             ratio = seconds / baseline
-            print(f"{name:42} {seconds:8.2f} {peak:8.0f} {code:5d} {ratio:11.1f}x")
+            print(f"{name:42} {seconds:8.2f} {peak:8.0f} {ratio:11.1f}x")
         rows = (
             pl.scan_parquet(output / "results.parquet")
             .select(pl.len())

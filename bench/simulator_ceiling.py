@@ -127,11 +127,19 @@ def main() -> None:
     cases = [
         ("bare ASGI app (baseline)", [sys.executable, "-c", _BARE_APP], "/", _BODY),
         ("simulator, non-streaming", simulator, compat, _BODY),
-        ("simulator, streaming", simulator, compat,
-         {**_BODY, "stream": True, "stream_options": {"include_usage": True}}),
-        ("simulator, streaming + thinking", simulator, compat,
-         {**_BODY, "stream": True, "enable_thinking": True}),
-    ]  # fmt: skip
+        (
+            "simulator, streaming",
+            simulator,
+            compat,
+            {**_BODY, "stream": True, "stream_options": {"include_usage": True}},
+        ),
+        (
+            "simulator, streaming + thinking",
+            simulator,
+            compat,
+            {**_BODY, "stream": True, "enable_thinking": True},
+        ),
+    ]
     print(
         f"{args.requests} requests, concurrency {args.concurrency}, server on one core"
     )

@@ -1,0 +1,71 @@
+"""What every benchmark needs: the simulator in its own process, and a command measured
+in a fresh process (wall time, CPU time, peak memory), optionally pinned to a core."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+_MEASURE = (
+    "import os, resource, subprocess, sys, time; core = int(sys.argv[1]); "
+    "core >= 0 and os.sched_setaffinity(0, {core}); start = time.monotonic(); "
+    "code = subprocess.run(sys.argv[2:], stdout=subprocess.DEVNULL, "
+    "stderr=subprocess.DEVNULL).returncode; wall = time.monotonic() - start; "
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code)"
+)
+
+
+@contextlib.contextmanager
+def simulator(*knobs: str, core: int | None = None) -> Iterator[str]:
+    """Serve ``batchkimi simulator`` with ``knobs`` in a process; yield its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchkimi", "simulator", "--port", "0", *knobs],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if core is not None:
+            os.sched_setaffinity(process.pid, {core})
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    cpu_s: float
+    peak_mb: float
+
+
+def measure(
+    command: list[str], *, env: dict[str, str] | None = None, core: int | None = None
+) -> Measured:
+    """Run ``command`` in a fresh process (pinned to ``core``); fail loudly if it
+    fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(-1 if core is None else core), *command],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    wall, cpu, peak_kb, code = done.stdout.split()[-4:]
+    if code != "0":
+        raise SystemExit(f"{' '.join(command[:5])} … exited {code}")
+    return Measured(float(wall), float(cpu), int(peak_kb) / 1024)
+
+
+def bench_env(folder: str) -> dict[str, str]:
+    """A placeholder key, and rate budgets kept apart from the user's own."""
+    return {**os.environ, "DASHSCOPE_API_KEY": "sk-bench", "XDG_STATE_HOME": folder}
