@@ -26,10 +26,10 @@ from batchkimi.simulator.behaviour import (
     compose_answer,
     count_input_tokens,
     count_text_tokens,
-    split_pieces,
 )
 from batchkimi.simulator.facts import ERRORS, MODELS, MULTIMODAL, TEXT, URL_ERROR
 from batchkimi.simulator.limits import RateLimiter
+from batchkimi.simulator.reading import last_user_text, media_urls
 from batchkimi.simulator.uploads import UploadError, UploadStore
 
 Scope = dict[str, Any]
@@ -253,7 +253,7 @@ class SimulatorApp:
     ) -> wire.Answer:
         info = MODELS[model]
         thinks = thinking if thinking is not None else info.thinking == "always"
-        prompt = _last_user_text(messages)
+        prompt = last_user_text(messages)
         seed = self.behaviour.seed
         reasoning = (
             compose_answer(prompt, seed, self.behaviour.reasoning_words, salt="r")
@@ -399,7 +399,7 @@ class SimulatorApp:
     def _check_media(
         self, messages: list[Any], model: str, *, oss_ok: bool
     ) -> tuple[str, str] | None:
-        for url in _media_urls(messages):
+        for url in media_urls(messages):
             if url.startswith("file://"):
                 return "InvalidParameter", (
                     f"The URL {url[:80]} cannot be read by the service: a local file "
@@ -455,10 +455,12 @@ class SimulatorApp:
         keepalive = b":keep-alive\n\n" if native else b": keep-alive\n\n"
         await self._delay_first(fault, lambda: _chunk(send, keepalive))
         if native:
-            frames = _native_frames(answer, multimodal=bool(multimodal), request_id=rid)
+            frames = wire.native_frames(
+                answer, multimodal=bool(multimodal), request_id=rid
+            )
             tail: list[bytes] = []
         else:
-            frames = _compat_chunks(answer, model=model, request_id=rid)
+            frames = wire.compat_chunks(answer, model=model, request_id=rid)
             tail = [wire.COMPAT_DONE]
             if (params.get("stream_options") or {}).get("include_usage") is True:
                 usage = wire.compat_usage(answer)
@@ -483,7 +485,7 @@ class SimulatorApp:
                     raise _Abort
                 log.fault = fault.code
                 await _chunk(
-                    send, _stream_error(fault.code, number, rid, native=native)
+                    send, wire.stream_error(fault.code, number, rid, native=native)
                 )
                 await _chunk(send, b"", more=False)
                 return
@@ -492,111 +494,6 @@ class SimulatorApp:
         for data in tail:
             await _chunk(send, data)
         await _chunk(send, b"", more=False)
-
-
-def _stream_error(code: str, number: int, request_id: str, *, native: bool) -> bytes:
-    """A mid-stream error frame: native event:error with the real status in the
-    :HTTP_STATUS/ comment (FACTS §3.1), or a compat data: {"error": …} chunk (§4.4)."""
-    spec = ERRORS[code]
-    if native:
-        error = wire.native_error(code, spec.message, request_id)
-        return wire.native_frame(number, error, event="error", status=spec.status)
-    body = wire.compat_error(code, spec.compat_code, spec.message, request_id)
-    return b"data: " + body + b"\n\n"
-
-
-def _media_urls(messages: list[Any]) -> list[str]:
-    """Every image/video URL in the messages, in either API's part shapes."""
-    urls: list[str] = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else []:
-            if not isinstance(part, dict):
-                continue
-            for key in ("image", "video", "image_url", "video_url"):
-                value = part.get(key)
-                if isinstance(value, dict):
-                    value = value.get("url")
-                if isinstance(value, str):
-                    urls.append(value)
-                elif isinstance(value, list):
-                    urls.extend(v for v in value if isinstance(v, str))
-    return urls
-
-
-def _native_frames(
-    answer: wire.Answer, *, multimodal: bool, request_id: str
-) -> list[tuple[str, bytes]]:
-    """(piece, frame) pairs: reasoning first, then the answer, then the finish."""
-    frames: list[tuple[str, bytes]] = []
-    reasoning_so_far = output_so_far = 0
-
-    def add(piece: str, **fields: Any) -> None:
-        data = wire.native_chunk(
-            answer,
-            multimodal=multimodal,
-            request_id=request_id,
-            reasoning_so_far=reasoning_so_far,
-            output_so_far=output_so_far,
-            **fields,
-        )
-        frames.append((piece, wire.native_frame(len(frames) + 1, data)))
-
-    for piece in split_pieces(answer.reasoning) if answer.reasoning else []:
-        reasoning_so_far = min(
-            reasoning_so_far + count_text_tokens(piece), answer.reasoning_tokens
-        )
-        output_so_far = reasoning_so_far
-        add(piece, reasoning=piece)
-    reasoning_so_far = answer.reasoning_tokens
-    for piece in split_pieces(answer.content) if answer.content else []:
-        output_so_far = min(
-            max(output_so_far, reasoning_so_far) + count_text_tokens(piece),
-            answer.output_tokens,
-        )
-        add(piece, content=piece)
-    output_so_far = answer.output_tokens
-    add("", finish_reason=answer.finish_reason)
-    return frames
-
-
-def _compat_chunks(
-    answer: wire.Answer, *, model: str, request_id: str
-) -> list[tuple[str, bytes]]:
-    """(piece, chunk) pairs: role, reasoning deltas, answer deltas, the finish."""
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return wire.compat_chunk(
-            model=model, request_id=request_id, delta=delta, finish_reason=finish_reason
-        )
-
-    chunks = [("", chunk({"role": "assistant", "content": ""}))]
-    reasoning = split_pieces(answer.reasoning) if answer.reasoning else []
-    content = split_pieces(answer.content) if answer.content else []
-    chunks.extend(
-        (p, chunk({"content": None, "reasoning_content": p})) for p in reasoning
-    )
-    chunks.extend(
-        (p, chunk({"content": p, "reasoning_content": None})) for p in content
-    )
-    chunks.append(("", chunk({"content": ""}, answer.finish_reason)))
-    return chunks
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return " ".join(
-                str(p.get("text"))
-                for p in content
-                if isinstance(p, dict) and p.get("text")
-            )
-    return ""
 
 
 _SSE = "text/event-stream;charset=UTF-8"

@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from batchkimi.simulator.behaviour import count_text_tokens, split_pieces
+from batchkimi.simulator.facts import ERRORS
+
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
@@ -195,3 +198,76 @@ BAD_GATEWAY_HTML = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
 )
+
+
+# --- whole answers as frames ------------------------------------------------------
+
+
+def stream_error(code: str, number: int, request_id: str, *, native: bool) -> bytes:
+    """A mid-stream error frame: native event:error with the real status in the
+    :HTTP_STATUS/ comment (FACTS §3.1), or a compat data: {"error": …} chunk (§4.4)."""
+    spec = ERRORS[code]
+    if native:
+        error = native_error(code, spec.message, request_id)
+        return native_frame(number, error, event="error", status=spec.status)
+    body = compat_error(code, spec.compat_code, spec.message, request_id)
+    return b"data: " + body + b"\n\n"
+
+
+def native_frames(
+    answer: Answer, *, multimodal: bool, request_id: str
+) -> list[tuple[str, bytes]]:
+    """(piece, frame) pairs: reasoning first, then the answer, then the finish."""
+    frames: list[tuple[str, bytes]] = []
+    reasoning_so_far = output_so_far = 0
+
+    def add(piece: str, **fields: Any) -> None:
+        data = native_chunk(
+            answer,
+            multimodal=multimodal,
+            request_id=request_id,
+            reasoning_so_far=reasoning_so_far,
+            output_so_far=output_so_far,
+            **fields,
+        )
+        frames.append((piece, native_frame(len(frames) + 1, data)))
+
+    for piece in split_pieces(answer.reasoning) if answer.reasoning else []:
+        reasoning_so_far = min(
+            reasoning_so_far + count_text_tokens(piece), answer.reasoning_tokens
+        )
+        output_so_far = reasoning_so_far
+        add(piece, reasoning=piece)
+    reasoning_so_far = answer.reasoning_tokens
+    for piece in split_pieces(answer.content) if answer.content else []:
+        output_so_far = min(
+            max(output_so_far, reasoning_so_far) + count_text_tokens(piece),
+            answer.output_tokens,
+        )
+        add(piece, content=piece)
+    output_so_far = answer.output_tokens
+    add("", finish_reason=answer.finish_reason)
+    return frames
+
+
+def compat_chunks(
+    answer: Answer, *, model: str, request_id: str
+) -> list[tuple[str, bytes]]:
+    """(piece, chunk) pairs: role, reasoning deltas, answer deltas, the finish."""
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return compat_chunk(
+            model=model, request_id=request_id, delta=delta, finish_reason=finish_reason
+        )
+
+    chunks = [("", chunk({"role": "assistant", "content": ""}))]
+    reasoning = split_pieces(answer.reasoning) if answer.reasoning else []
+    content = split_pieces(answer.content) if answer.content else []
+    chunks.extend(
+        (p, chunk({"content": None, "reasoning_content": p})) for p in reasoning
+    )
+    chunks.extend(
+        (p, chunk({"content": p, "reasoning_content": None})) for p in content
+    )
+    chunks.append(("", chunk({"content": ""}, answer.finish_reason)))
+    return chunks
