@@ -74,3 +74,28 @@ def run(spec: JobSpec, *, clock: Clock | None = None) -> RunOutcome:
 
 def read_results(spec: JobSpec) -> pl.DataFrame:
     return pl.read_parquet(spec.output / "results.parquet")
+
+
+def run_args(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    *extra: str,
+    rows: list[dict[str, Any]] | None = None,
+    prompt: str = "Label: {review}",
+) -> list[str]:
+    """Arguments of `batchkimi run` over a fresh manifest, against the simulator (which
+    enforces no rate limits unless a test sets them)."""
+    manifest = write_manifest(tmp_path / "in", rows or REVIEWS)
+    return [
+        "run",
+        "-i",
+        str(manifest),
+        "-o",
+        str(tmp_path / "out"),
+        "--base-url",
+        simulator.url,
+        "--prompt",
+        prompt,
+        *("--rpm", "0", "--tpm", "0"),
+        *extra,
+    ]

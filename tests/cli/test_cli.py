@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from batchkimi.cli import cli
 from batchkimi.simulator import SimulatorServer, error
 from batchkimi.store.results import RESULTS_SCHEMA
-from tests.helpers import REVIEWS, write_manifest
+from tests.helpers import run_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,28 +39,6 @@ RUN_OPTIONS = [
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-def label_args(
-    tmp_path: Path,
-    simulator: SimulatorServer,
-    *extra: str,
-    prompt: str = "Label: {review}",
-) -> list[str]:
-    manifest = write_manifest(tmp_path / "in", REVIEWS)
-    return [
-        "run",
-        "-i",
-        str(manifest),
-        "-o",
-        str(tmp_path / "out"),
-        "--base-url",
-        simulator.url,
-        "--prompt",
-        prompt,
-        *("--rpm", "0", "--tpm", "0"),
-        *extra,
-    ]
 
 
 def test_run_help_explains_every_option_and_the_exit_codes() -> None:
@@ -91,7 +69,7 @@ def test_models_lists_the_catalogue_with_retirement_and_prices() -> None:
 def test_a_retired_model_exits_2_before_anything_is_sent(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    code, _, err = invoke(*label_args(tmp_path, simulator, "-m", "kimi-k2-thinking"))
+    code, _, err = invoke(*run_args(tmp_path, simulator, "-m", "kimi-k2-thinking"))
     assert code == 2
     assert "retired on 2026-07-09" in err and "qwen3" in err
     assert simulator.requests == []
@@ -102,7 +80,7 @@ def test_thinking_off_for_kimi_k27_code_exits_2(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
     code, _, err = invoke(
-        *label_args(tmp_path, simulator, "-m", "kimi-k2.7-code", "--no-thinking")
+        *run_args(tmp_path, simulator, "-m", "kimi-k2.7-code", "--no-thinking")
     )
     assert code == 2 and "always thinks" in err
     assert simulator.requests == []
@@ -111,7 +89,7 @@ def test_thinking_off_for_kimi_k27_code_exits_2(
 def test_a_template_column_the_manifest_lacks_exits_2_naming_it(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    code, _, err = invoke(*label_args(tmp_path, simulator, prompt="Label: {text}"))
+    code, _, err = invoke(*run_args(tmp_path, simulator, prompt="Label: {text}"))
     assert code == 2
     assert 'row 1, column "text"' in err and "id, review" in err
     assert simulator.requests == []
@@ -121,17 +99,17 @@ def test_no_key_exits_2_and_says_how_to_get_going(
     tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DASHSCOPE_API_KEY")
-    code, _, err = invoke(*label_args(tmp_path, simulator))
+    code, _, err = invoke(*run_args(tmp_path, simulator))
     assert code == 2 and "DASHSCOPE_API_KEY" in err and "--simulate" in err
 
 
 def test_the_key_appears_in_no_output_log_or_error(
     tmp_path: Path, simulator: SimulatorServer, canary_key: str
 ) -> None:
-    code, out, err = invoke(*label_args(tmp_path, simulator))
+    code, out, err = invoke(*run_args(tmp_path, simulator))
     assert code == 0
     simulator.script("*", [error("InvalidApiKey")])
-    fatal_code, fatal_out, fatal_err = invoke(*label_args(tmp_path / "2", simulator))
+    fatal_code, fatal_out, fatal_err = invoke(*run_args(tmp_path / "2", simulator))
     assert fatal_code == 5 and "DASHSCOPE_API_KEY" in fatal_err
     assert all(
         r.headers["authorization"] == f"Bearer {canary_key}" for r in simulator.requests

@@ -11,7 +11,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -21,7 +20,7 @@ from batchkimi.simulator import SimulatorServer, error
 from batchkimi.store import journal as journal_module
 from batchkimi.store.journal import JournalError
 from batchkimi.store.lock import OutputLock
-from tests.helpers import make_spec, read_results, run
+from tests.helpers import make_spec, read_results, run, run_args
 
 ROWS = [{"id": f"r{i:02d}", "review": f"review number {i}"} for i in range(24)]
 
@@ -201,26 +200,9 @@ def test_rerun_sends_again_only_the_named_outcomes(
 def test_json_log_is_one_event_per_line(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    manifest = tmp_path / "m.csv"
-    pl.DataFrame(ROWS).write_csv(manifest)
     simulator.script("*", [error("InternalError")])
-    result = CliRunner().invoke(
-        cli,
-        [
-            "run",
-            "-i",
-            str(manifest),
-            "-o",
-            str(tmp_path / "out"),
-            "--base-url",
-            simulator.url,
-            "--prompt",
-            "{review}",
-            "--log-format",
-            "json",
-            *("--rpm", "0", "--tpm", "0"),
-        ],
-    )
+    args = run_args(tmp_path, simulator, "--log-format", "json", rows=ROWS)
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines()]
     names = [e["event"] for e in events]
