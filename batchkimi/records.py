@@ -128,3 +128,5 @@ class RowResult:
     started_at: str | None = None
     finished_at: str | None = None
     retries: dict[str, int] = field(default_factory=dict)  # cause -> count
+    #: the last failure was transient (attempts ran out): the next run sends it again
+    retryable: bool = False

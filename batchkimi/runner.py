@@ -493,6 +493,7 @@ def _write_outputs(
     resend = (pl.col("status") != RowStatus.OK.value) & (
         pl.col("status").is_in(["skipped", *spec.rerun_set])
         | pl.col("error_code").is_in(list(spec.rerun_set))
+        | pl.col("retryable").fill_null(False)
     )
     pending = scope.filter(resend).height
     stop_reason = stop.reason

@@ -223,6 +223,7 @@ class RowSender:
             result.error_message = failure.message
             result.http_status = failure.http_status
             result.request_id = failure.request_id
+            result.retryable = failure.kind == "transient"
         elif exchange is not None and isinstance(exchange.result, Completion):
             self._fill(result, exchange.result)
         result.finished_at = self.clock.wall().isoformat()

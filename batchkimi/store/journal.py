@@ -188,18 +188,24 @@ class Journal:
 def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
     """Fingerprints whose newest result stands.
 
-    ``rerun`` names what to send again: statuses (error, incomplete) or error codes
-    (length, content_filter, DataInspectionFailed, …). An ``ok`` answer always stands.
+    An ``ok`` answer always stands. A failure stands unless it was only attempts
+    running out on transient failures (a 5xx storm, a night without network): those
+    are sent again. ``rerun`` names more to send again: statuses (error, incomplete)
+    or error codes (length, content_filter, DataInspectionFailed, …).
     """
     schema = {
         "fingerprint": pl.String(),
         "status": pl.String(),
         "error_code": pl.String(),
         "finished_at": pl.String(),
+        "retryable": pl.Boolean(),
     }
     latest = read_latest(folder, schema)
     again = list(rerun)
     resend = (pl.col("status") != RowStatus.OK.value) & (
-        pl.col("status").is_in(again) | pl.col("error_code").is_in(again)
+        pl.col("status").is_in(again)
+        | pl.col("error_code").is_in(again)
+        # attempts ran out on transient failures: not a permanent failure
+        | pl.col("retryable").fill_null(False)
     )
     return set(latest.filter(~resend)["fingerprint"].to_list())

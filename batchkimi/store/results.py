@@ -48,6 +48,7 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "response_model": pl.String(),
     "retries": pl.String(),  # JSON object: cause -> retried attempts
     "wait_ms": pl.Float64(),  # time paced by rate limits or backing off
+    "retryable": pl.Boolean(),  # failed only because attempts ran out: resent next run
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 #: what the journal holds of each result (everything but the row's own id)

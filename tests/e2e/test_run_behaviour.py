@@ -90,6 +90,12 @@ def test_retries_that_run_out_leave_a_failed_row_and_exit_1(
     assert results["error_code"][0] == "InternalError"
     assert results["error_message"][0].startswith("gave up after 3 attempts")
     assert results["http_status"][0] == 500
+    assert results["retryable"].to_list() == [True, False]
+    # running out of attempts is not a permanent failure: the next run tries again,
+    # with no --retry-errors needed (the service has recovered by then)
+    again = run(spec, clock=ManualClock())
+    assert (again.exit_code, again.sent) == (0, 1)
+    assert read_results(spec)["status"].to_list() == ["ok", "ok"]
 
 
 def test_content_moderation_fails_only_that_row_without_retrying(
