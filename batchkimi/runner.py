@@ -295,7 +295,7 @@ async def _run_locked(
         workspace_id=spec.workspace_id if spec.base_url is None else None,
         transport=transport,
     )
-    limits = _limit_store(spec, key)
+    limits = _limit_store(spec, key, observer)
     sender = RowSender(
         client,
         protocol_for(spec.api),
@@ -445,13 +445,21 @@ def _already_current(
     )
 
 
-def _limit_store(spec: JobSpec, key: ApiKey) -> LimitStore:
+def _limit_store(spec: JobSpec, key: ApiKey, observer: RunObserver) -> LimitStore:
     """Budgets shared by every run on this machine when a limit is configured (limits
     are the account's, not the process's); otherwise this run's own, adaptive ones."""
     if spec.limits_of(spec.model) == (None, None):
         return MemoryLimits(spec.limits_of)
     account = account_id(key, spec.resolved_base_url)
-    return SharedLimits(state_home() / f"{account}.json", spec.limits_of)
+    try:
+        return SharedLimits(state_home() / f"{account}.json", spec.limits_of)
+    except OSError as exc:
+        observer.on_warning(
+            f"cannot keep rate budgets in {state_home()} ({exc.strerror}): this run "
+            "keeps its own, so runs beside it do not share them. Set XDG_STATE_HOME "
+            "to a writable folder to share them"
+        )
+        return MemoryLimits(spec.limits_of)
 
 
 def _install_signal_handlers(

@@ -11,6 +11,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
 from batchkimi.runner import run_job
@@ -124,3 +126,14 @@ def test_a_storm_of_faults_leaves_every_row_ok_or_with_its_permanent_error(
     assert {"InternalError", "Throttling.RateQuota", "disconnect"} <= faults
     retried = results.filter(results["attempts"] > 1).height
     assert retried > 30  # the faults really happened, and were recovered from
+
+
+def test_an_unwritable_state_folder_falls_back_to_this_runs_own_budgets(
+    tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))
+    spec = make_spec(tmp_path, simulator, rows=ROWS[:4], rpm=6000)
+    outcome = run(spec)
+    assert outcome.exit_code == 0
