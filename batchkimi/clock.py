@@ -51,6 +51,3 @@ class ManualClock:
         self.sleeps.append(seconds)
         self.now += max(seconds, 0.0)
         await asyncio.sleep(0)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

@@ -8,8 +8,11 @@ Exceptions are for unwinding a whole run, or, internally, for driving retries::
     ├── ManifestError     exit 2   unreadable manifest, mapped column absent
     ├── OutputLockedError exit 4   another run holds the output folder
     ├── FatalApiError     exit 5   the service refused the whole account
-    └── RunStopped        exit 3   a limit or a signal stopped the run; resumable
+    ├── JournalError      exit 3   the journal cannot be written (store.journal)
+    └── OutputWriteError  exit 3   results.parquet cannot be written (store.results)
     TransientError                 internal only: one attempt failed, try again
+
+A stop by a limit or a signal is not an error: the run returns normally, exit 3.
 
 No message ever contains the API key: errors carry URLs and codes, never headers.
 """
@@ -95,12 +98,6 @@ _ACCOUNT_FIXES = {
         "console to pay for further use."
     ),
 }
-
-
-class RunStopped(BatchkimiError):
-    """A limit or a signal ended the run early; everything received is written."""
-
-    exit_code = 3
 
 
 class TransientError(Exception):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import polars as pl
 
 from batchkimi import __version__
 from batchkimi.api import protocol_for
@@ -44,11 +43,16 @@ from batchkimi.schedule.limitstore import (
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
-from batchkimi.store.journal import Journal, JournalError, answered_fingerprints
+from batchkimi.store.journal import (
+    Journal,
+    JournalError,
+    answered_fingerprints,
+    resend_condition,
+)
 from batchkimi.store.lock import OutputLock, outputs_lock
 from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
 from batchkimi.store.results import write_atomically as write_results
-from batchkimi.store.rows import RowRegister
+from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
 from batchkimi.store.state import (
     RunState,
     current_state,
@@ -157,15 +161,7 @@ class _RowSource:
         index = 0
         shard = self.spec.shard_parts
         for batch in self.manifest.iter_batches(self.spec.batch_rows):
-            internal: dict[str, list[Any]] = {
-                "_index": [],
-                "id": [],
-                "_fingerprint": [],
-                "_problem_code": [],
-                "_problem_message": [],
-                "_model": [],
-                "_in_scope": [],
-            }
+            internal: dict[str, list[Any]] = {name: [] for name in INTERNAL_COLUMNS}
             to_send: list[RowRequest] = []
             for row in batch.iter_rows(named=True):
                 built = self.builder.build(index, row)
@@ -498,12 +494,8 @@ def _write_outputs(
     by_status = {s.value: 0 for s in RowStatus}
     for status, count in scope["status"].value_counts().iter_rows():
         by_status[status] = int(count)
-    resend = (pl.col("status") != RowStatus.OK.value) & (
-        pl.col("status").is_in(["skipped", *spec.rerun_set])
-        | pl.col("error_code").is_in(list(spec.rerun_set))
-        | pl.col("retryable").fill_null(False)
-    )
-    pending = scope.filter(resend).height
+    # rows the next run would send: what is re-sent anyway, and what was never sent
+    pending = scope.filter(resend_condition(spec.rerun_set | {"skipped"})).height
     stop_reason = stop.reason
     if fatal is not None:
         exit_code, stop_reason = 5, "fatal"

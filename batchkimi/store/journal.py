@@ -185,14 +185,24 @@ class Journal:
             os.close(self._fd)
 
 
-def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
-    """Fingerprints whose newest result stands.
+def resend_condition(rerun: frozenset[str]) -> pl.Expr:
+    """Which results a run sends again, over status, error_code and retryable.
 
     An ``ok`` answer always stands. A failure stands unless it was only attempts
     running out on transient failures (a 5xx storm, a night without network): those
-    are sent again. ``rerun`` names more to send again: statuses (error, incomplete)
-    or error codes (length, content_filter, DataInspectionFailed, …).
+    are sent again. ``rerun`` names more to send again: statuses (error, incomplete,
+    skipped) or error codes (length, content_filter, DataInspectionFailed, …).
     """
+    again = list(rerun)
+    return (pl.col("status") != RowStatus.OK.value) & (
+        pl.col("status").is_in(again)
+        | pl.col("error_code").is_in(again)
+        | pl.col("retryable").fill_null(False)
+    )
+
+
+def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
+    """Fingerprints whose newest result stands (see ``resend_condition``)."""
     schema = {
         "fingerprint": pl.String(),
         "status": pl.String(),
@@ -201,11 +211,4 @@ def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
         "retryable": pl.Boolean(),
     }
     latest = read_latest(folder, schema)
-    again = list(rerun)
-    resend = (pl.col("status") != RowStatus.OK.value) & (
-        pl.col("status").is_in(again)
-        | pl.col("error_code").is_in(again)
-        # attempts ran out on transient failures: not a permanent failure
-        | pl.col("retryable").fill_null(False)
-    )
-    return set(latest.filter(~resend)["fingerprint"].to_list())
+    return set(latest.filter(~resend_condition(rerun))["fingerprint"].to_list())
