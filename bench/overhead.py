@@ -6,7 +6,17 @@ client, the same concurrency, no manifest, no journal, no Parquet), then a whole
 ``batchkimi run`` of the same rows (manifest in, Parquet out). The script prints both,
 with CPU seconds per 1,000 requests, peak memory, and the ratio of their rates.
 
+batchkimi hands its requests straight to the transport, skipping ``AsyncClient``'s
+per-request work; so the script also runs a second bare loop that does the same
+(``--direct`` in the loop below), the strictest baseline, and prints both ratios.
+
+With ``--curator PYTHON`` (an interpreter with ``bespokelabs-curator`` installed; it
+pins dependencies of its own, so give it its own venv), it also runs the same rows
+through Curator's OpenAI backend against the same simulator, telemetry off and its
+tokenizer read from the copy litellm bundles, so nothing leaves the machine.
+
     .venv/bin/python bench/overhead.py [--rows 20000] [--concurrency 64]
+        [--curator /tmp/curator/bin/python]
 """
 
 from __future__ import annotations
@@ -26,22 +36,50 @@ BARE_LOOP = """
 import asyncio, json, sys, httpx
 from httpx_aiohttp import AiohttpTransport
 url, bodies, concurrency = sys.argv[1], json.load(open(sys.argv[2])), int(sys.argv[3])
+direct = sys.argv[4:] == ["--direct"]
 async def main():
     limits = httpx.Limits(max_connections=concurrency,
                           max_keepalive_connections=concurrency)
     headers = {"Authorization": "Bearer sk-bench", "Content-Type": "application/json"}
-    async with httpx.AsyncClient(transport=AiohttpTransport(limits=limits)) as client:
+    transport = AiohttpTransport(limits=limits)
+    async with httpx.AsyncClient(transport=transport) as client:
         queue = asyncio.Queue()
         for body in bodies:
             queue.put_nowait(json.dumps(body).encode())
+        async def post(body):
+            if not direct:
+                return await client.post(url, content=body, headers=headers)
+            request = httpx.Request("POST", url, content=body, headers=headers)
+            response = await transport.handle_async_request(request)
+            await response.aread()
+            return response
         async def worker():
             while not queue.empty():
-                body = queue.get_nowait()
-                response = await client.post(url, content=body, headers=headers)
+                response = await post(queue.get_nowait())
                 assert response.status_code == 200
                 response.json()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 asyncio.run(main())
+"""
+
+CURATOR = """
+import importlib.util, os, sys
+litellm = importlib.util.find_spec("litellm").submodule_search_locations[0]
+tokenizers = os.path.join(litellm, "litellm_core_utils", "tokenizers")
+os.environ["TIKTOKEN_CACHE_DIR"] = tokenizers
+from bespokelabs import curator
+url, rows, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+class Label(curator.LLM):
+    def prompt(self, row):
+        return f"Label: {row['review']}. Answer with one of: good, bad"
+    def parse(self, row, response):
+        return {"id": row["id"], "answer": response}
+llm = Label(model_name="kimi-k2.6", backend="openai", backend_params={
+    "base_url": url, "api_key": "sk-bench", "max_concurrent_requests": concurrency,
+    "max_requests_per_minute": 10**8, "max_tokens_per_minute": 10**11})
+reviews = [f"Review {i}: it arrived on time and works well." for i in range(rows)]
+done = llm([{"id": f"r{i}", "review": review} for i, review in enumerate(reviews)])
+assert len(done.dataset) == rows, len(done.dataset)
 """
 
 
@@ -49,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--curator", metavar="PYTHON", help="a Python with Curator")
     args = parser.parse_args()
     with simulator(core=0) as url, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -105,13 +144,38 @@ def main() -> None:
         )
         print(f"{'':28} {'req/s':>8} {'CPU s/1k req':>13} {'peak MB':>8}")
         rates = {}
-        for name, command in (("bare loop (baseline)", bare), ("batchkimi run", run)):
-            done = measure(command, env=env, core=1)
+        runs = (
+            ("bare loop (baseline)", bare),
+            ("bare loop, transport direct", [*bare, "--direct"]),
+            ("batchkimi run", run),
+        )
+        if args.curator:
+            curator = [
+                args.curator,
+                "-c",
+                CURATOR,
+                f"{url}/compatible-mode/v1",
+                str(args.rows),
+                str(args.concurrency),
+            ]
+            runs += (("Curator", curator),)
+        curator_env = {
+            **env,
+            "TELEMETRY_ENABLED": "false",
+            "CURATOR_CACHE_DIR": str(folder / "curator"),
+        }
+        for name, command in runs:
+            done = measure(
+                command, env=curator_env if name == "Curator" else env, core=1
+            )
             rates[name] = rate = args.rows / done.wall_s
             per_1k = done.cpu_s / args.rows * 1000
             print(f"{name:28} {rate:8.0f} {per_1k:13.2f} {done.peak_mb:8.0f}")
-        ratio = rates["batchkimi run"] / rates["bare loop (baseline)"]
-        print(f"ratio (batchkimi / bare loop): {ratio:.2f}")
+        for baseline in rates:
+            if baseline == "batchkimi run":
+                continue
+            ratio = rates["batchkimi run"] / rates[baseline]
+            print(f"ratio (batchkimi / {baseline}): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ bodies, and folds stream events. The client owns sockets, the key and the clock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batchkimi import jsoncodec
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseEvent
 from batchkimi.records import Completion, Failure, RowRequest, Usage
@@ -51,14 +51,14 @@ class WireProtocol(Protocol):
 
 
 def dump_json(body: Mapping[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return jsoncodec.dumps(body)
 
 
 def load_json(body: bytes | str) -> Any:
     """Parse JSON, or None when it is not JSON (a 502 HTML page, a torn body)."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return jsoncodec.loads(body)
+    except ValueError:
         return None
 
 

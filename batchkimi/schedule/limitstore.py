@@ -19,13 +19,23 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from batchkimi.credentials import ApiKey
-from batchkimi.schedule.ratelimit import Budget, LimitsOf, ModelBudgets, ModelLimits
+from batchkimi.schedule.ratelimit import (
+    HORIZON_S,
+    Budget,
+    LimitsOf,
+    ModelBudgets,
+    ModelLimits,
+)
 
 T = TypeVar("T")
 
 
 class LimitStore(Protocol):
     def reserve(self, model: str, tokens: float, now: float) -> float: ...
+
+    def try_reserve(
+        self, model: str, tokens: float, now: float, horizon_s: float = HORIZON_S
+    ) -> tuple[bool, float]: ...
 
     def settle(
         self,
@@ -108,6 +118,13 @@ class SharedLimits:
 
     def reserve(self, model: str, tokens: float, now: float) -> float:
         return self._locked(lambda limits: limits.reserve(model, tokens, now))
+
+    def try_reserve(
+        self, model: str, tokens: float, now: float, horizon_s: float = HORIZON_S
+    ) -> tuple[bool, float]:
+        return self._locked(
+            lambda limits: limits.try_reserve(model, tokens, now, horizon_s)
+        )
 
     def settle(
         self,

@@ -15,6 +15,12 @@ small headroom) or until the next throttle. With no limit configured a budget st
 unlimited and only a throttle gives it a rate: that is how batchkimi finds a server's
 limit by itself. A burst throttle also halves the bucket, so the ramp is smoother.
 
+A request may reserve at most ``HORIZON_S`` ahead of the queue (``try_reserve``); past
+that it waits and asks again. Reservations already granted keep the pace they were
+granted at, so without this bound a cut would only reach the wire after every queued
+request (concurrency / rate seconds: eight at 500 RPM and concurrency 64), each one
+throttled again at the old pace.
+
 Every method takes ``now`` (monotonic seconds): tests drive them with a ManualClock,
 and ``limitstore`` keeps the same state in a file shared by every run on the machine.
 """
@@ -30,6 +36,7 @@ CUT = 0.9  # after a throttle: this share of what the service accepted last seco
 GROWTH_PER_S = 0.02  # then this much more each second (multiplicative)
 COOLDOWN_S = 1.0  # the rate does not grow this soon after a cut
 FLOOR = 1 / 60  # never slower than one unit a minute
+HORIZON_S = 1.0  # reservations queue at most this far ahead: a cut bites within it
 
 
 @dataclass(slots=True)
@@ -81,6 +88,14 @@ class Budget:
         if self.rate is not None and now - self.cut_at >= COOLDOWN_S:
             grown = self.rate * (1 + GROWTH_PER_S) ** elapsed
             self.rate = min(grown, self.ceiling) if self.ceiling is not None else grown
+
+    def queued_s(self, now: float) -> float:
+        """Seconds of reservations queued ahead of a new one."""
+        self._refill(now)
+        self._grow(now)
+        if self.rate is None or self.level >= 0:
+            return 0.0
+        return -self.level / self.rate
 
     def reserve(self, amount: float, now: float) -> float:
         """Take ``amount``; return the seconds to wait before using it."""
@@ -159,6 +174,18 @@ class ModelLimits:
         return max(
             budgets.requests.reserve(1, now), budgets.tokens.reserve(tokens, now)
         )
+
+    def try_reserve(
+        self, model: str, tokens: float, now: float, horizon_s: float = HORIZON_S
+    ) -> tuple[bool, float]:
+        """Reserve as ``reserve`` does if the queue ahead is at most ``horizon_s``:
+        (True, seconds to wait). Otherwise reserve nothing: (False, seconds until the
+        queue is short enough to ask again)."""
+        budgets = self._of(model, now)
+        ahead = max(budgets.requests.queued_s(now), budgets.tokens.queued_s(now))
+        if ahead > horizon_s:
+            return False, ahead - horizon_s
+        return True, self.reserve(model, tokens, now)
 
     def settle(
         self,

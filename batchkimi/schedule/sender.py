@@ -107,11 +107,15 @@ class RowSender:
     ) -> Exchange:
         """One attempt: wait for the rate budgets, send, and settle them."""
         sent_at = self.clock.monotonic()
-        if self.limits is not None:
-            delay = self.limits.reserve(request.model, tokens, sent_at)
+        limits = self.limits
+        while limits is not None:
+            granted, delay = limits.try_reserve(request.model, tokens, sent_at)
             if delay > 0:
                 wait[0] += delay
                 await self.clock.sleep(delay)
+            if granted:
+                break
+            sent_at = self.clock.monotonic()  # the moment it asks again
         exchange = await self.client.send(call, self.protocol)
         now = self.clock.monotonic()
         result = exchange.result

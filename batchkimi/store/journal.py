@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import fields
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchkimi import jsoncodec
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowResult, RowStatus
 
@@ -104,7 +104,7 @@ def _read_leniently(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFra
     with path.open("rb") as handle:
         for line in handle:
             try:
-                record = json.loads(line)
+                record = jsoncodec.loads(line)
             except ValueError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("fingerprint"), str):
@@ -146,12 +146,13 @@ class Journal:
         # a shallow read of the fields: dataclasses.asdict deep-copies, a cost per row
         record = {name: getattr(result, name) for name in _RECORD_FIELDS}
         record["retries"] = (
-            json.dumps(result.retries, sort_keys=True) if (result.retries) else None
+            jsoncodec.dumps(result.retries, sort_keys=True).decode()
+            if result.retries
+            else None
         )
         record["row_id"] = row_id
         record["v"] = FORMAT_VERSION
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        data = line.encode()
+        data = jsoncodec.dumps(record) + b"\n"
         try:
             while data:
                 written = _write(self._fd, data)

@@ -5,6 +5,7 @@ Golden bytes are transcribed from FACTS.md (§1.3, §2, §3, §4), not from the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -382,3 +383,18 @@ def test_compat_stream_error_chunk_in_either_shape_is_an_error() -> None:
         "rpm",
     )
     assert isinstance(second, Failure) and second.kind == "row"
+
+
+def test_an_answer_with_a_lone_surrogate_escape_is_still_an_answer() -> None:
+    body = b'{"id":"c","choices":[{"index":0,"finish_reason":"stop",'
+    body += b'"message":{"role":"assistant","content":"x\\ud800y"}}],'
+    body += b'"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}'
+    result = CompatibleProtocol().parse(200, body, {})
+    assert isinstance(result, Completion)
+    assert result.content == "x\ud800y"
+
+
+def test_a_parameter_beyond_64_bits_still_makes_valid_json() -> None:
+    row = dataclasses.replace(request(), parameters=(("seed", 2**70),))
+    call = CompatibleProtocol().build(row, "http://127.0.0.1:9", stream=False)
+    assert json.loads(call.body)["seed"] == 2**70

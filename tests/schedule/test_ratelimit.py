@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from batchkimi.schedule.ratelimit import (
     CUT,
     GROWTH_PER_S,
     HEADROOM,
+    HORIZON_S,
     Budget,
     ModelLimits,
 )
@@ -125,3 +127,27 @@ def test_throttles_before_any_answer_halve_the_rate_until_it_holds() -> None:
     budget.reserve(1, now=0.02)
     assert budget.throttled(now=0.03, sent_at=0.02) is True  # sent after it: cut again
     assert budget.rate == pytest.approx(16)
+
+
+def test_a_cut_reaches_the_wire_within_the_horizon_not_after_the_whole_queue() -> None:
+    # 64 workers against 480 RPM (8/s): unbounded reservations would queue eight
+    # seconds of requests at the old pace, each one throttled again after a cut
+    limits = ModelLimits(lambda model: (480, None))
+    granted = [limits.try_reserve("m", 0, now=0.0) for _ in range(64)]
+    waits = [wait for ok, wait in granted if ok]
+    refused = [wait for ok, wait in granted if not ok]
+    assert max(waits) <= HORIZON_S + 1 / 8  # only a second's worth was queued
+    assert refused and min(refused) > 0  # the rest come back when the queue is short
+
+    limits.models["m"].requests.throttled(now=0.5, sent_at=0.4)  # halved: 4/s
+    cut_rate = limits.models["m"].requests.rate or 0.0
+    now, sends = 0.5, []
+    while len(sends) < 12:  # every worker asks again when told to
+        ok, wait = limits.try_reserve("m", 0, now)
+        if ok:
+            sends.append(now + wait)
+        now += wait if not ok else 0.01
+    late = [t for t in sends if t > 0.5 + HORIZON_S + 1]
+    gaps = [b - a for a, b in itertools.pairwise(late)]
+    # at the new pace (growing 2% a second after the cooldown), not the old 1/8 s
+    assert gaps and all(1 / (cut_rate * 1.1) <= gap <= 1 / cut_rate for gap in gaps)
