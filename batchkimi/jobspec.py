@@ -103,6 +103,9 @@ class JobSpec:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     keep_columns: tuple[str, ...] | None = None  # None: keep every input column
     prices: Path | None = None
+    #: what `plan` assumes a request answers when it sets no max_tokens (thinking
+    #: included); None: 256 tokens, plus 1,024 when the request thinks
+    expected_output_tokens: int | None = None
 
     @property
     def resolved_base_url(self) -> str:
@@ -292,6 +295,8 @@ def validate(spec: JobSpec) -> None:
     _check_number("max_throttle_wait_s", spec.max_throttle_wait_s, 1, 86_400 * 7)
     if spec.idle_timeout_s is not None:
         _check_number("idle_timeout_s", spec.idle_timeout_s, 1, 86_400)
+    if spec.expected_output_tokens is not None:
+        _check_number("expected_output_tokens", spec.expected_output_tokens, 1, 10**7)
     for name in ("rpm", "tpm"):
         value = getattr(spec, name)
         if value is not None:

@@ -69,8 +69,10 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0  # includes reasoning tokens, as the service bills them
     reasoning_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # read from a cache (part of input_tokens)
     total_tokens: int = 0
+    cache_creation_tokens: int = 0  # written to a new explicit cache (part of input)
+    explicit_cache: bool = False  # the hit was on an explicit cache (cache_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +132,4 @@ class RowResult:
     retries: dict[str, int] = field(default_factory=dict)  # cause -> count
     #: the last failure was transient (attempts ran out): the next run sends it again
     retryable: bool = False
+    cache_creation_tokens: int | None = None  # input written to an explicit cache

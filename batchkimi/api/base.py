@@ -163,14 +163,19 @@ def parse_usage(raw: Any, *, input_key: str, output_key: str) -> Usage | None:
         if isinstance(out_details, dict)
         else 0
     )
-    cached = (
-        as_int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else 0
+    details = in_details if isinstance(in_details, dict) else {}
+    created = as_int(
+        details.get(
+            "cache_creation_input_tokens", raw.get("cache_creation_input_tokens")
+        )
     )
     total = as_int(raw.get("total_tokens")) or input_tokens + output_tokens
     return Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         reasoning_tokens=reasoning,
-        cached_tokens=cached,
+        cached_tokens=as_int(details.get("cached_tokens")),
         total_tokens=total,
+        cache_creation_tokens=created,
+        explicit_cache=details.get("cache_type") == "ephemeral",
     )

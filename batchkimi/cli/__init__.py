@@ -6,6 +6,7 @@ import click
 
 from batchkimi import __version__
 from batchkimi.cli.models import models_command
+from batchkimi.cli.plan import plan_command
 from batchkimi.cli.run import run_command
 from batchkimi.cli.simulator import simulator_command
 from batchkimi.errors import BatchkimiError
@@ -45,6 +46,7 @@ def cli() -> None:
 
 
 cli.add_command(run_command)
+cli.add_command(plan_command)
 cli.add_command(models_command)
 cli.add_command(simulator_command)
 

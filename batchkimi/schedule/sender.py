@@ -250,6 +250,7 @@ class RowSender:
             result.output_tokens = usage.output_tokens
             result.reasoning_tokens = usage.reasoning_tokens
             result.cached_tokens = usage.cached_tokens
+            result.cache_creation_tokens = usage.cache_creation_tokens
             result.total_tokens = usage.total_tokens
             result.cost, result.currency = cost_of(
                 self.settings.prices, result.model, self.settings.region, usage

@@ -49,6 +49,7 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "retries": pl.String(),  # JSON object: cause -> retried attempts
     "wait_ms": pl.Float64(),  # time paced by rate limits or backing off
     "retryable": pl.Boolean(),  # failed only because attempts ran out: resent next run
+    "cache_creation_tokens": pl.Int64(),  # input written to a new explicit cache
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 #: what the journal holds of each result (everything but the row's own id)

@@ -23,6 +23,7 @@ _TOKENS = (
     "output_tokens",
     "reasoning_tokens",
     "cached_tokens",
+    "cache_creation_tokens",
     "total_tokens",
 )
 
@@ -56,6 +57,10 @@ def _group(frame: pl.DataFrame) -> dict[str, Any]:
         "tokens": {name: int(frame[name].fill_null(0).sum()) for name in _TOKENS},
         "cost": round(float(priced["cost"].sum()), 6) if priced.height else None,
         "currency": currencies[0] if len(currencies) == 1 else (currencies or None),
+        "cost_by_status": {
+            str(status): round(float(group["cost"].sum()), 6)
+            for (status,), group in sorted(priced.group_by("status"))
+        },
         "rows_without_price": answered.height - priced.height,
         "attempts": int(frame["attempts"].sum()),
         "wait_s": round(float(frame["wait_ms"].fill_null(0).sum()) / 1000, 3),

@@ -1,0 +1,232 @@
+"""The options that describe a job, shared by ``run`` and ``plan``, and the JobSpec
+they build (defaults < job file < command line)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from batchkimi.jobspec import COLUMN_ROLES, JobSpec, build_spec, load_toml, normalise
+from batchkimi.regions import REGIONS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _pairs(option: str, values: tuple[str, ...], *, as_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            msg = f"{item!r} is not NAME=VALUE"
+            raise click.BadParameter(msg, param_hint=option)
+        value: Any = raw
+        if as_json:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out[name.strip()] = value
+    return out
+
+
+def job_options(command: F) -> F:
+    """Decorate ``command`` with every job option, in the order ``--help`` shows."""
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command
+
+
+def build_job(
+    job: Path | None, options: dict[str, Any], *, simulator_url: str | None = None
+) -> JobSpec:
+    """The JobSpec that ``job`` (a TOML file) and the command line describe."""
+    file_values = load_toml(job) if job is not None else {}
+    options["columns"] = _pairs("--column", options["columns"], as_json=False) or None
+    options["parameters"] = (
+        _pairs("--param", options["parameters"], as_json=True) or None
+    )
+    if options["keep_columns"] is not None:
+        options["keep_columns"] = [
+            c.strip() for c in options["keep_columns"].split(",")
+        ]
+    cli_values = normalise(
+        {k: v for k, v in options.items() if v is not None},
+        base_dir=Path.cwd(),
+        origin="command line",
+    )
+    if simulator_url is not None:
+        cli_values["base_url"] = simulator_url
+        for name in ("rpm", "tpm"):  # the simulator enforces no limits by default
+            if name not in file_values and name not in cli_values:
+                cli_values[name] = 0
+    return build_spec(file_values, cli_values)
+
+
+_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option(
+        "-i",
+        "--input",
+        "input",
+        type=click.Path(path_type=Path),
+        help="Manifest: .csv, .tsv, .parquet or .jsonl.",
+    ),
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path),
+        help="Output folder (results.parquet, summary.json, journal).",
+    ),
+    click.option(
+        "-m", "--model", help="Model, e.g. kimi-k2.6 (see `batchkimi models`)."
+    ),
+    click.option(
+        "--prompt", help='Template over manifest columns, e.g. "Label: {review}".'
+    ),
+    click.option("--system", help="System message for every row."),
+    click.option(
+        "--api",
+        type=click.Choice(["openai", "dashscope"]),
+        help="openai: OpenAI-compatible mode; dashscope: DashScope native.",
+    ),
+    click.option(
+        "--region", type=click.Choice(sorted(REGIONS)), help="Model Studio region."
+    ),
+    click.option(
+        "--workspace-id", help="Workspace id (needed outside Beijing and Virginia)."
+    ),
+    click.option(
+        "--base-url", help="Send to this URL instead of the region's endpoint."
+    ),
+    click.option(
+        "--thinking/--no-thinking",
+        default=None,
+        help="Turn thinking mode on or off (default: the model's own).",
+    ),
+    click.option(
+        "--stream/--no-stream", default=None, help="Stream answers (default: on)."
+    ),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 4096),
+        help="Requests in flight at once.  [default: 16]",
+    ),
+    click.option(
+        "--rpm",
+        type=click.IntRange(min=0),
+        help="Requests per minute per model to stay under; 0: none, adapt to throttles "
+        "(default: the catalogue's, 500; none with --simulate).",
+    ),
+    click.option(
+        "--tpm",
+        type=click.IntRange(min=0),
+        help="Tokens per minute per model to stay under; 0: none (default: the "
+        "catalogue's, 1,000,000; none with --simulate).",
+    ),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(1, 100),
+        help="Attempts per row, retries included.  [default: 5]",
+    ),
+    click.option(
+        "--timeout",
+        "--timeout-s",
+        "timeout_s",
+        type=click.FloatRange(min=1),
+        help="Seconds one attempt may take; also the idle limit of a stream.  "
+        "[default: 900]",
+    ),
+    click.option(
+        "--idle-timeout",
+        "--idle-timeout-s",
+        "idle_timeout_s",
+        type=click.FloatRange(min=1),
+        help="Seconds a stream may send no data (keep-alives do not count).  "
+        "[default: --timeout]",
+    ),
+    click.option(
+        "--max-throttle-wait",
+        "--max-throttle-wait-s",
+        "max_throttle_wait_s",
+        type=click.FloatRange(min=1),
+        help="Stop (exit 3, resumable) when every request has been throttled for this "
+        "long.  [default: 600]",
+    ),
+    click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        help="Send at most this many rows this run (exit 3 if rows remain).",
+    ),
+    click.option(
+        "--max-cost",
+        type=click.FloatRange(min=0),
+        help="Stop before this run could spend more (in the price table's currency); "
+        "requests in flight count at their worst case.",
+    ),
+    click.option(
+        "--max-runtime",
+        "--max-runtime-s",
+        "max_runtime_s",
+        type=click.FloatRange(min=1),
+        help="Stop scheduling after this many seconds.",
+    ),
+    click.option(
+        "--grace",
+        "--grace-s",
+        "grace_s",
+        type=click.FloatRange(min=0),
+        help="Seconds requests in flight may finish after a stop.  [default: 30]",
+    ),
+    click.option(
+        "--shard",
+        metavar="I/N",
+        help="Send only shard I of N (rows split by key): N cron entries or machines "
+        "can share one job without overlap.",
+    ),
+    click.option(
+        "--retry-errors",
+        is_flag=True,
+        default=None,
+        help="Send rows that failed or were cut off in an earlier run again.",
+    ),
+    click.option(
+        "--rerun",
+        metavar="WHAT,…",
+        help="Send again rows whose status or error code is listed, e.g. "
+        "error,length,content_filter.",
+    ),
+    click.option(
+        "-c",
+        "--column",
+        "columns",
+        multiple=True,
+        metavar="ROLE=NAME",
+        help=f"Map a manifest column to a role ({', '.join(COLUMN_ROLES[:5])}, …).",
+    ),
+    click.option(
+        "-p",
+        "--param",
+        "parameters",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Request parameter, e.g. temperature=0.2 or max_tokens=64.",
+    ),
+    click.option(
+        "--keep-columns",
+        help="Comma-separated input columns to keep in results (default: all).",
+    ),
+    click.option(
+        "--expected-output-tokens",
+        type=click.IntRange(min=1),
+        help="Output a request is assumed to give when it sets no max_tokens, for "
+        "`plan` (default: 256, plus 1,024 when thinking).",
+    ),
+    click.option(
+        "--prices",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="TOML file of prices that override the packaged ones.",
+    ),
+]

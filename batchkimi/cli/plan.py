@@ -1,0 +1,110 @@
+"""``batchkimi plan``: the run's checks and a token, cost and time estimate, sent
+nowhere. Rendering only; the plan itself is ``batchkimi.planner``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from batchkimi.cli.options import build_job, job_options
+from batchkimi.planner import Plan, make_plan, save_plan
+
+_SHOWN_PROBLEMS = 20
+
+
+def _money(value: float | None) -> str:
+    return f"{value:,.4f}" if value is not None else "unknown"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "no limit set"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def render(plan: Plan, console: Console) -> None:
+    """The plan as a person reads it: totals, one line per model, problem rows."""
+    console.print(
+        f"rows: {plan.rows:,} in the manifest, {plan.in_scope:,} in scope; "
+        f"{plan.to_send:,} to send, {plan.already_done:,} already answered, "
+        f"{plan.duplicates:,} duplicates (sent once), {plan.problem_count:,} "
+        "with problems"
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="estimate, by model")
+    table.add_column("model", no_wrap=True)
+    for column in ("requests", "tokens in", "tokens out", "cost", "at most"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True)  # currency
+    table.add_column("time", justify="right", no_wrap=True)
+    for model, share in sorted(plan.models.items()):
+        table.add_row(
+            model,
+            f"{share.requests:,}",
+            f"{share.input_tokens:,}",
+            f"{share.output_tokens:,}",
+            _money(share.cost),
+            _money(share.worst_cost),
+            share.currency or "",
+            _duration(share.seconds_at_limits),
+        )
+    console.print(table)
+    for model, share in sorted(plan.models.items()):
+        if share.price_note:
+            console.print(
+                f"{model}: cost unknown: {share.price_note}. Give a price with "
+                "--prices FILE"
+            )
+    console.print(
+        "tokens out: expected (max_tokens or --expected-output-tokens); at most: "
+        "every request using its whole output budget; time: what the configured "
+        f"rate limits need, {_duration(plan.seconds_at_limits)} in all",
+        highlight=False,
+    )
+    for problem in plan.problems[:_SHOWN_PROBLEMS]:
+        console.print(f"[red]problem[/red] {problem['message']}", highlight=False)
+    hidden = plan.problem_count - min(len(plan.problems), _SHOWN_PROBLEMS)
+    if hidden > 0:
+        console.print(f"… and {hidden:,} more problem rows (listed in plan.json)")
+
+
+@click.command("plan")
+@click.argument("job", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@job_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan_command(
+    ctx: click.Context, /, job: Path | None, as_json: bool, **options: Any
+) -> None:
+    """Check every row as a run would and estimate tokens, cost and time; send nothing.
+
+    Reads the whole manifest, runs every check a run makes before sending, skips rows
+    the output folder already holds, and estimates each model's tokens (input from the
+    text and media, output from max_tokens or --expected-output-tokens), cost (from
+    the price table; unknown where no price is known) and the time the configured
+    rate limits need. The plan is saved as OUTPUT/plan.json, which `batchkimi report`
+    compares with the actual bill.
+
+    \b
+    Exit codes: 0 every row can be sent · 1 some rows have problems (listed) ·
+    2 configuration or manifest error.
+    """
+    spec = build_job(job, options)
+    plan = make_plan(spec)
+    path = save_plan(plan, spec.output)
+    if as_json:
+        click.echo(json.dumps(plan.to_json(), indent=2))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console.width = 100  # a file or a pipe: no terminal to fit
+        render(plan, console)
+        console.print(f"plan saved: {path}", highlight=False)
+    ctx.exit(1 if plan.problem_count else 0)
