@@ -7,6 +7,7 @@ import click
 from batchkimi import __version__
 from batchkimi.cli.models import models_command
 from batchkimi.cli.plan import plan_command
+from batchkimi.cli.report import report_command
 from batchkimi.cli.run import run_command
 from batchkimi.cli.simulator import simulator_command
 from batchkimi.errors import BatchkimiError
@@ -47,6 +48,7 @@ def cli() -> None:
 
 cli.add_command(run_command)
 cli.add_command(plan_command)
+cli.add_command(report_command)
 cli.add_command(models_command)
 cli.add_command(simulator_command)
 

@@ -45,14 +45,24 @@ def _retries(frame: pl.DataFrame) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _group(frame: pl.DataFrame) -> dict[str, Any]:
-    statuses = frame["status"].value_counts()
+def billed(frame: pl.DataFrame) -> pl.DataFrame:
+    """One row per request sent: rows that repeat an earlier row's request share its
+    answer, so its tokens, cost and attempts count once."""
+    sent = frame.filter(pl.col("fingerprint").is_not_null())
+    return sent.unique(subset="fingerprint", keep="first", maintain_order=True)
+
+
+def _group(rows: pl.DataFrame) -> dict[str, Any]:
+    statuses = rows["status"].value_counts()
     by_status = dict(zip(statuses["status"], statuses["count"], strict=True))
+    frame = billed(rows)
     priced = frame.filter(pl.col("cost").is_not_null())
-    answered = frame.filter(pl.col("input_tokens").is_not_null())
+    answered_rows = rows.filter(pl.col("input_tokens").is_not_null())
+    priced_rows = rows.filter(pl.col("cost").is_not_null())
     currencies = sorted(priced["currency"].drop_nulls().unique().to_list())
     return {
-        "rows": frame.height,
+        "rows": rows.height,
+        "requests": frame.height,
         "by_status": {k: int(v) for k, v in sorted(by_status.items())},
         "tokens": {name: int(frame[name].fill_null(0).sum()) for name in _TOKENS},
         "cost": round(float(priced["cost"].sum()), 6) if priced.height else None,
@@ -61,7 +71,7 @@ def _group(frame: pl.DataFrame) -> dict[str, Any]:
             str(status): round(float(group["cost"].sum()), 6)
             for (status,), group in sorted(priced.group_by("status"))
         },
-        "rows_without_price": answered.height - priced.height,
+        "rows_without_price": answered_rows.height - priced_rows.height,
         "attempts": int(frame["attempts"].sum()),
         "wait_s": round(float(frame["wait_ms"].fill_null(0).sum()) / 1000, 3),
         "retries_by_cause": _retries(frame),

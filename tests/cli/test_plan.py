@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -42,6 +43,12 @@ def test_the_plan_of_the_sample_job_holds_against_its_run(tmp_path: Path) -> Non
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     actual = summary["overall"]
     assert actual["rows_sent_this_run"] == plan["to_send"]
+    # 50 rows repeat an earlier row's request: they share its answer, and its bill
+    assert (actual["rows"], actual["requests"]) == (300, 250)
+    results = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    once = results.unique(subset="fingerprint")
+    assert actual["cost"] == pytest.approx(once["cost"].sum(), abs=1e-6)
+    assert actual["cost"] < results["cost"].sum()
     assert actual["cost"] <= k25["worst_cost"]
     # the estimate errs high, but not wildly: within a factor of two of the bill
     assert actual["tokens"]["input_tokens"] <= k25["input_tokens"]

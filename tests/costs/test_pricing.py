@@ -68,11 +68,13 @@ def test_a_price_file_fills_a_gap_and_overrides_a_figure(tmp_path: Path) -> None
     )
     table = load_prices(prices)
     # 2,000 in at 6.5/M + 1,000 out at 27/M = 0.013 + 0.027
-    k26 = cost_of(table, "kimi-k2.6", "cn-beijing", Usage(2000, 1000))
-    assert k26 == (pytest.approx(0.04), "CNY")
+    k26, currency = cost_of(table, "kimi-k2.6", "cn-beijing", Usage(2000, 1000))
+    assert k26 == pytest.approx(0.04)
+    assert currency == "CNY"
     # 1,000 in, half cached at the file's 50%: 500 * 1/M + 500 * 0.5/M
-    k25 = cost_of(table, *K25, Usage(1000, 0, cached_tokens=500))
-    assert k25 == (pytest.approx(0.00075), "USD")
+    k25, currency = cost_of(table, *K25, Usage(1000, 0, cached_tokens=500))
+    assert k25 == pytest.approx(0.00075)
+    assert currency == "USD"
 
 
 def test_a_malformed_price_file_is_a_config_error_naming_the_entry(

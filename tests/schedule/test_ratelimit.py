@@ -141,7 +141,7 @@ def test_a_cut_reaches_the_wire_within_the_horizon_not_after_the_whole_queue() -
 
     limits.models["m"].requests.throttled(now=0.5, sent_at=0.4)  # halved: 4/s
     cut_rate = limits.models["m"].requests.rate or 0.0
-    now, sends = 0.5, []
+    now, sends = 0.5, list[float]()
     while len(sends) < 12:  # every worker asks again when told to
         ok, wait = limits.try_reserve("m", 0, now)
         if ok:

@@ -1,0 +1,1 @@
+"""``batchkimi report``: what a run (finished or not) did, as tables and pictures."""
