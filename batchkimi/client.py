@@ -20,14 +20,13 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from batchkimi import USER_AGENT
 from batchkimi.api.base import HttpCall, WireProtocol
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseDecoder, SseEvent
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
 from batchkimi.records import Completion, Failure
-
-USER_AGENT = "batchkimi/0.1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from batchkimi.catalogue import ModelInfo
-from batchkimi.records import ImagePart, Message, RowRequest, TextPart
+from batchkimi.records import ImagePart, Message, RowRequest, TextPart, VideoPart
 
 #: Per image and per video frame. The Kimi pages document no rate; these are the
 #: generous ends of Model Studio's vision models (a 2K image, a 448-pixel frame), so a
@@ -29,6 +29,17 @@ def text_tokens(text: str) -> int:
     return math.ceil(len(text) / 3)
 
 
+def video_frames(part: VideoPart) -> int:
+    """Frames the service will see: a frame list's length; a video of known length
+    sampled at its fps (default 2) up to max_frames; else the most it may take."""
+    cap = min(part.max_frames or URL_VIDEO_FRAMES, URL_VIDEO_FRAMES)
+    if part.frames:
+        return len(part.frames)
+    if part.duration_s is not None:
+        return max(4, min(cap, math.floor(part.duration_s * (part.fps or 2.0))))
+    return cap
+
+
 def input_tokens(messages: tuple[Message, ...]) -> int:
     total = 0
     for message in messages:
@@ -39,10 +50,7 @@ def input_tokens(messages: tuple[Message, ...]) -> int:
             elif isinstance(part, ImagePart):
                 total += IMAGE_TOKENS
             else:
-                frames = len(part.frames) or min(
-                    part.max_frames or URL_VIDEO_FRAMES, URL_VIDEO_FRAMES
-                )
-                total += FRAME_TOKENS * frames
+                total += FRAME_TOKENS * video_frames(part)
         if message.reasoning_content:
             total += text_tokens(message.reasoning_content)
     return total

@@ -106,6 +106,15 @@ class JobSpec:
     #: what `plan` assumes a request answers when it sets no max_tokens (thinking
     #: included); None: 256 tokens, plus 1,024 when the request thinks
     expected_output_tokens: int | None = None
+    #: local media paths resolve here (default: the manifest's folder, or the folder
+    #: a glob starts from); a path that leads outside it is refused unless allowed
+    media_root: Path | None = None
+    allow_outside_media_root: bool = False
+    #: local videos as frames extracted here: auto (when a video cannot be sent as
+    #: it is), always, or never (refuse such a video)
+    video_frames: str = "auto"
+    frame_max_side: int = 768  # px, for frames extracted here
+    fix_images: bool = False  # shrink or re-encode an image the service would refuse
 
     @property
     def resolved_base_url(self) -> str:
@@ -124,6 +133,16 @@ class JobSpec:
         rpm = info.rpm if self.rpm is None else (self.rpm or None)
         tpm = info.tpm if self.tpm is None else (self.tpm or None)
         return rpm, tpm
+
+    @property
+    def media_base(self) -> Path:
+        """Where local media paths resolve: ``media_root``, else the manifest's
+        folder (a folder manifest itself; for a glob, the folder it starts from)."""
+        if self.media_root is not None:
+            return self.media_root
+        if is_glob(self.input):
+            return glob_base(self.input)
+        return self.input if self.input.is_dir() else self.input.parent
 
     @property
     def shard_parts(self) -> tuple[int, int] | None:
@@ -148,7 +167,7 @@ class JobSpec:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(JobSpec)}
-_PATH_FIELDS = ("input", "output", "prices")
+_PATH_FIELDS = ("input", "output", "prices", "media_root")
 _ALIASES = {
     "timeout": "timeout_s",
     "idle_timeout": "idle_timeout_s",
@@ -156,6 +175,23 @@ _ALIASES = {
     "grace": "grace_s",
     "max_throttle_wait": "max_throttle_wait_s",
 }
+VIDEO_FRAME_MODES = ("auto", "always", "never")
+
+
+def is_glob(path: Path) -> bool:
+    return any(ch in part for part in path.parts for ch in "*?[")
+
+
+def glob_base(pattern: Path) -> Path:
+    """The folder a glob pattern starts from: its parts before the first wildcard."""
+    fixed: list[str] = []
+    for part in pattern.parts:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
@@ -295,6 +331,13 @@ def validate(spec: JobSpec) -> None:
     _check_number("max_throttle_wait_s", spec.max_throttle_wait_s, 1, 86_400 * 7)
     if spec.idle_timeout_s is not None:
         _check_number("idle_timeout_s", spec.idle_timeout_s, 1, 86_400)
+    if spec.video_frames not in VIDEO_FRAME_MODES:
+        msg = (
+            f"video_frames = {spec.video_frames!r}: use one of "
+            f"{', '.join(VIDEO_FRAME_MODES)}"
+        )
+        raise ConfigError(msg)
+    _check_number("frame_max_side", spec.frame_max_side, 64, 8192)
     if spec.expected_output_tokens is not None:
         _check_number("expected_output_tokens", spec.expected_output_tokens, 1, 10**7)
     for name in ("rpm", "tpm"):

@@ -23,6 +23,12 @@ from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.media.preflight import (
+    MediaProblem,
+    inspect,
+    media_settings,
+    needs_preparing,
+)
 from batchkimi.pricing import PriceTable, load_prices, unknown_notes
 from batchkimi.records import RowRequest, Usage
 from batchkimi.schedule.ratelimit import HEADROOM
@@ -96,6 +102,18 @@ def _problem(problem: RowProblem) -> dict[str, Any]:
     }
 
 
+def _media_problem(request: RowRequest, problems: list[MediaProblem]) -> dict[str, Any]:
+    where = f'row {request.index + 1:,} (id "{request.row_id}")'
+    return {
+        "row": request.index + 1,
+        "id": request.row_id,
+        "column": problems[0].role,
+        "code": "invalid_media",
+        "message": f"{where}, column {problems[0].role!r}: "
+        + "; ".join(p.message for p in problems),
+    }
+
+
 def _price(plan: ModelPlan, model: str, spec: JobSpec, prices: PriceTable) -> None:
     price = prices.get((model, spec.region))
     if price is None:
@@ -128,6 +146,7 @@ def make_plan(spec: JobSpec) -> Plan:
     shard = spec.shard_parts
     plan = Plan(created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
     seen: set[str] = set()
+    settings = media_settings(spec)
     index = 0
     for batch in manifest.iter_batches(spec.batch_rows):
         for row in batch.iter_rows(named=True):
@@ -148,6 +167,13 @@ def make_plan(spec: JobSpec) -> Plan:
                 plan.duplicates += 1
                 continue
             seen.add(built.fingerprint)
+            if needs_preparing(built):  # the checks the sender makes before sending
+                built, _, media_problems = inspect(built, settings)
+                if media_problems:
+                    plan.problem_count += 1
+                    if len(plan.problems) < PROBLEMS_KEPT:
+                        plan.problems.append(_media_problem(built, media_problems))
+                    continue
             _count(plan, built, spec)
     plan.rows = index
     prices = load_prices(spec.prices)

@@ -27,17 +27,25 @@ class TextPart:
 
 @dataclass(frozen=True, slots=True)
 class ImagePart:
-    url: str  # https URL, data URL, oss:// URL
+    url: str  # https URL, data URL, oss:// URL; file:// until it is sent
+    #: a local file's size and mtime, so a changed file is a new request
+    stamp: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class VideoPart:
-    """A video file (``url``) or a video given as its frames (``frames``)."""
+    """A video file (``url``) or a video given as its frames (``frames``).
+
+    Local files are ``file://`` URLs until the moment of sending, when they become
+    data URLs, uploads or extracted frames (``batchkimi.schedule.media``).
+    """
 
     url: str | None = None
     frames: tuple[str, ...] = ()
     fps: float | None = None
     max_frames: int | None = None
+    stamp: str = ""  # local files' sizes and mtimes (see ImagePart)
+    duration_s: float | None = None  # a local video's length, once probed
 
 
 Part = TextPart | ImagePart | VideoPart

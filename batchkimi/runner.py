@@ -30,6 +30,7 @@ from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import Manifest, count_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.media.preflight import media_settings
 from batchkimi.pricing import load_prices
 from batchkimi.records import RowRequest, RowResult, RowStatus
 from batchkimi.schedule.budget import CostBudget, CostGate
@@ -40,6 +41,7 @@ from batchkimi.schedule.limitstore import (
     account_id,
     state_home,
 )
+from batchkimi.schedule.media import MediaPreparer
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
@@ -63,6 +65,7 @@ from batchkimi.store.state import (
     stamp_manifest,
 )
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
+from batchkimi.uploads import TemporaryUploader
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -156,6 +159,7 @@ class _RowSource:
         self.spec = spec
         self.seen: set[str] = set()
         self.duplicates = 0  # rows whose request equals an earlier row's: sent once
+        self.local_media = False  # some row names a local file
 
     def batches(self) -> Iterator[list[RowRequest]]:
         index = 0
@@ -179,6 +183,7 @@ class _RowSource:
                     internal["_problem_code"].append(None)
                     internal["_problem_message"].append(None)
                     internal["_model"].append(built.model)
+                    self.local_media = self.local_media or _has_local_media(built)
                     self._consider(built, in_scope, to_send)
                 index += 1
             self.register.add(batch, internal)
@@ -195,6 +200,14 @@ class _RowSource:
             return
         self.seen.add(fp)
         to_send.append(request)
+
+
+def _has_local_media(request: RowRequest) -> bool:
+    return any(
+        getattr(part, "stamp", "")
+        for message in request.messages
+        for part in message.parts
+    )
 
 
 def _open_state(spec: JobSpec) -> Path:
@@ -292,6 +305,13 @@ async def _run_locked(
         transport=transport,
     )
     limits = _limit_store(spec, key, observer)
+    native = spec.api == "dashscope"
+    uploader = (
+        TemporaryUploader(key, spec.resolved_base_url, clock=clock, transport=transport)
+        if native
+        else None
+    )
+    media = MediaPreparer(media_settings(spec), uploader)
     sender = RowSender(
         client,
         protocol_for(spec.api),
@@ -308,6 +328,7 @@ async def _run_locked(
             request.row_id, exc.code, attempt
         ),
         limits=limits,
+        media=media,
     )
 
     def sink(request: RowRequest, result: RowResult) -> None:
@@ -374,6 +395,8 @@ async def _run_locked(
         if isinstance(limits, SharedLimits):
             limits.close()
         await client.aclose()
+        if uploader is not None:
+            await uploader.aclose()
         journal.close()
         register.abandon()
     if journal_error is not None:
@@ -418,6 +441,7 @@ async def _run_locked(
                 rows=source.register.rows,
                 exit_code=written.exit_code,
                 by_status=written.by_status,
+                local_media=source.local_media,
             ),
         )
     return written

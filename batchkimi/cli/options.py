@@ -72,7 +72,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--input",
         "input",
         type=click.Path(path_type=Path),
-        help="Manifest: .csv, .tsv, .parquet or .jsonl.",
+        help="Manifest: .csv, .tsv, .parquet or .jsonl; or a folder or a quoted "
+        "glob ('archive/**/*.mp4') of images or videos, one row per file.",
     ),
     click.option(
         "-o",
@@ -217,6 +218,37 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     click.option(
         "--keep-columns",
         help="Comma-separated input columns to keep in results (default: all).",
+    ),
+    click.option(
+        "--media-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder local media paths resolve against, and must stay inside "
+        "(default: the manifest's folder).",
+    ),
+    click.option(
+        "--allow-outside-media-root",
+        is_flag=True,
+        default=None,
+        help="Let the manifest name files outside the media root (trusted "
+        "manifests only).",
+    ),
+    click.option(
+        "--video-frames",
+        type=click.Choice(["auto", "always", "never"]),
+        help="Extract frames from local videos here: auto (when a video is too large "
+        "to send as it is), always, or never.  [default: auto]",
+    ),
+    click.option(
+        "--frame-max-side",
+        type=click.IntRange(64, 8192),
+        help="Longest side of extracted frames, in pixels.  [default: 768]",
+    ),
+    click.option(
+        "--fix-images",
+        is_flag=True,
+        default=None,
+        help="Shrink or re-encode a local image the service would refuse for its size "
+        "or format.",
     ),
     click.option(
         "--expected-output-tokens",

@@ -44,16 +44,21 @@ def derive_row_key(row: Mapping[str, Any]) -> str:
 
 
 def _part_record(part: TextPart | ImagePart | VideoPart) -> dict[str, Any]:
+    record: dict[str, Any]
     if isinstance(part, TextPart):
         return {"text": part.text}
     if isinstance(part, ImagePart):
-        return {"image": part.url}
-    return {
-        "video": part.url,
-        "frames": list(part.frames),
-        "fps": part.fps,
-        "max_frames": part.max_frames,
-    }
+        record = {"image": part.url}
+    else:
+        record = {
+            "video": part.url,
+            "frames": list(part.frames),
+            "fps": part.fps,
+            "max_frames": part.max_frames,
+        }
+    if part.stamp:  # local files only: URL requests keep their fingerprints
+        record["stamp"] = part.stamp
+    return record
 
 
 def fingerprint_request(

@@ -3,10 +3,15 @@
 A million-row manifest never exists as Python objects at once: polars' streaming engine
 hands out ``batch_rows`` rows at a time. CSV is read with every column as text, so a
 row's key does not depend on what polars would guess a column's type to be.
+
+A folder or a glob (``archive/**/*.mp4``) is a manifest too, for captioning jobs: one
+row per image or video file, in path order, with ``id`` (the path below the folder the
+pattern starts from), ``path``, and ``image`` or ``video``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +19,10 @@ from pathlib import Path
 import polars as pl
 
 from batchkimi.errors import ManifestError
+from batchkimi.jobspec import glob_base, is_glob
+from batchkimi.media.limits import IMAGE_TYPES, VIDEO_TYPES
+
+_MEDIA_SUFFIXES = frozenset(IMAGE_TYPES) | frozenset(VIDEO_TYPES)
 
 _FORMATS = {
     ".csv": "csv",
@@ -40,6 +49,8 @@ def manifest_format(path: Path) -> str:
 
 
 def _scan(path: Path, fmt: str) -> pl.LazyFrame:
+    if fmt == "files":
+        return _listing(path).lazy()
     if fmt == "csv":
         return pl.scan_csv(path, infer_schema=False)
     if fmt == "tsv":
@@ -79,8 +90,56 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _listing(pattern: Path) -> pl.DataFrame:
+    """One row per media file that ``pattern`` (a folder or a glob) matches."""
+    base = glob_base(pattern) if is_glob(pattern) else pattern
+    if is_glob(pattern):
+        relative = pattern.relative_to(base).as_posix() if base.parts else str(pattern)
+        found = base.glob(relative) if base.parts else Path().glob(relative)
+    else:
+        found = pattern.rglob("*")
+    files = sorted(
+        p for p in found if p.is_file() and p.suffix.lower() in _MEDIA_SUFFIXES
+    )
+    ids = [
+        p.relative_to(base).as_posix() if base.parts else p.as_posix() for p in files
+    ]
+    columns: dict[str, list[str | None]] = {
+        "id": list(ids),
+        "path": [str(p) for p in files],
+    }
+    for name, types in (("image", IMAGE_TYPES), ("video", VIDEO_TYPES)):
+        values = [str(p) if p.suffix.lower() in types else None for p in files]
+        if any(values):  # a kind the listing has none of gets no column
+            columns[name] = values
+    return pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.String))
+
+
+def listing_digest(pattern: Path) -> str:
+    """A digest of what a folder or glob manifest lists: names, sizes, mtimes."""
+    digest = hashlib.sha256()
+    for name in _listing(pattern)["path"]:
+        facts = Path(name).stat()
+        digest.update(f"{name}\0{facts.st_size}\0{facts.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _open_listing(path: Path) -> Manifest:
+    frame = _listing(path)
+    if frame.is_empty():
+        raise ManifestError(
+            "matches no image or video file",
+            path=str(path),
+            fix="Check the folder or pattern (quote a glob so the shell leaves it to "
+            "batchkimi; ** matches any depth)",
+        )
+    return Manifest(path=path, format="files", schema=frame.schema)
+
+
 def open_manifest(path: Path) -> Manifest:
     """Open a manifest and read its columns (not its rows)."""
+    if is_glob(path) or path.is_dir():
+        return _open_listing(path)
     fmt = manifest_format(path)
     if not path.is_file():
         raise ManifestError(

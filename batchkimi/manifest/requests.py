@@ -1,8 +1,7 @@
 """Turn manifest rows into ``RowRequest``s, or into problems naming row, column and fix.
 
 Whole-file problems (a template column the manifest lacks) raise ``ManifestError``
-before
-anything is sent. A problem in one row (an empty value, a bad override) becomes a
+before anything is sent. A problem in one row (an empty value, a bad override) becomes a
 ``RowProblem`` for that row alone: it is recorded as an error and never sent.
 """
 
@@ -19,11 +18,18 @@ from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.jobspec import COLUMN_ROLES, PARAMETERS, JobSpec, check_parameter
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
 from batchkimi.manifest.template import Template, parse_template
+from batchkimi.media.limits import (
+    IMAGE_TYPES,
+    VIDEO_TYPES,
+    check_fps,
+    check_frame_count,
+    check_max_frames,
+)
+from batchkimi.media.paths import MediaPathError, MediaRoot, is_remote
 from batchkimi.records import ImagePart, Message, Part, RowRequest, TextPart, VideoPart
 
 #: request parameters a manifest column may override, row by row
 _OVERRIDES = tuple(role for role in COLUMN_ROLES if role in PARAMETERS)
-_REMOTE = ("http://", "https://", "data:", "oss://")
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
@@ -72,6 +78,9 @@ class RequestBuilder:
         self.spec = spec
         self.present = set(columns)
         self.path = manifest_path
+        self.media = MediaRoot(
+            spec.media_base, allow_outside=spec.allow_outside_media_root
+        )
         for role, column in spec.columns.items():
             if column not in self.present:
                 self._whole_file(
@@ -133,12 +142,18 @@ class RequestBuilder:
                 "invalid_thinking", self.col("enable_thinking"), problem, ""
             )
         messages = self._messages(row)
-        media = {type(p) for m in messages for p in m.parts} - {TextPart}
-        if media and "image" not in info.inputs:
+        kinds = {
+            "image" if isinstance(p, ImagePart) else "video"
+            for m in messages
+            for p in m.parts
+            if not isinstance(p, TextPart)
+        }
+        for kind in sorted(kinds - set(info.inputs)):
             raise _RowError(
                 "unsupported_input",
-                self.col("image"),
-                f"{info.name} accepts text only, and this row has media",
+                self.col(kind),
+                f"{info.name} does not accept {kind} input (it takes "
+                f"{', '.join(info.inputs)})",
                 "Use kimi-k2.6 or kimi-k2.5 for images and video",
             )
         parameters = self._parameters(row)
@@ -233,44 +248,87 @@ class RequestBuilder:
     def _media(self, row: Mapping[str, Any]) -> list[Part]:
         parts: list[Part] = []
         for role in ("image", "images"):
-            parts.extend(
-                ImagePart(self._remote(url, role))
-                for url in _as_list(self.value(row, role))
+            for value in _as_list(self.value(row, role)):
+                url, stamp = self._reference(value, role, IMAGE_TYPES)
+                parts.append(ImagePart(url, stamp))
+        fps = self._number(row, "fps", float)
+        if fps is not None and (problem := check_fps(fps)):
+            raise _RowError("invalid_media", self.col("fps"), problem, "Fix the value")
+        max_frames = self._number(row, "max_frames", int)
+        if max_frames is not None and (problem := check_max_frames(max_frames)):
+            raise _RowError(
+                "invalid_media", self.col("max_frames"), problem, "Fix the value"
             )
-        fps = self.value(row, "fps")
-        max_frames = self.value(row, "max_frames")
-        fps_value = None if _is_blank(fps) else _as_number(fps, float)
-        frames_value = None if _is_blank(max_frames) else _as_number(max_frames, int)
         video = self.value(row, "video")
         if not _is_blank(video):
+            url, stamp = self._reference(str(video), "video", VIDEO_TYPES)
             parts.append(
-                VideoPart(
-                    url=self._remote(str(video), "video"),
-                    fps=fps_value,
-                    max_frames=frames_value,
-                )
+                VideoPart(url=url, fps=fps, max_frames=max_frames, stamp=stamp)
             )
-        frames = _as_list(self.value(row, "frames"))
+        frames = self._frames(row)
         if frames:
+            urls, stamps = zip(*frames, strict=True)
+            stamp = "|".join(stamps) if any(stamps) else ""
             parts.append(
-                VideoPart(
-                    frames=tuple(self._remote(f, "frames") for f in frames),
-                    fps=fps_value,
-                    max_frames=frames_value,
-                )
+                VideoPart(frames=urls, fps=fps, max_frames=max_frames, stamp=stamp)
             )
         return parts
 
-    def _remote(self, value: str, role: str) -> str:
-        if value.startswith(_REMOTE):
-            return value
-        raise _RowError(
-            "unsupported_media",
-            self.col(role),
-            f"{value!r} is not a URL (http, https, data: or oss://); local media files "
-            "are not supported yet",
-            "Give a URL or a data URL",
-        )
+    def _number(self, row: Mapping[str, Any], role: str, kind: type) -> Any:
+        raw = self.value(row, role)
+        if _is_blank(raw):
+            return None
+        value = _as_number(raw, kind)
+        if value is None:
+            raise _RowError(
+                "invalid_parameter",
+                self.col(role),
+                f"{raw!r} is not {'a number' if kind is float else 'a whole number'}",
+                "Fix the value",
+            )
+        return value
+
+    def _frames(self, row: Mapping[str, Any]) -> list[tuple[str, str]]:
+        values = _as_list(self.value(row, "frames"))
+        if len(values) == 1 and not is_remote(values[0]):
+            try:  # one local folder of frames
+                found = self.media.frames(values[0])
+            except MediaPathError:
+                found = None  # not a folder: a list of one frame, checked below
+            if found is not None:
+                values = [MediaRoot.uri(path) for path in found]
+        if values and (problem := check_frame_count(len(values))):
+            raise _RowError(
+                "invalid_media",
+                self.col("frames"),
+                problem,
+                "Give 4 to 2,000 frames (or a folder holding them)",
+            )
+        return [self._reference(v, "frames", IMAGE_TYPES) for v in values]
+
+    def _reference(
+        self, value: str, role: str, accepted: Mapping[str, str]
+    ) -> tuple[str, str]:
+        """(URL, stamp): a remote URL as it is; a local file as a confined
+        ``file://`` URL, with its size and mtime as the stamp."""
+        if is_remote(value):
+            return value, ""
+        try:
+            path = self.media.file(value)
+        except MediaPathError as exc:
+            raise _RowError(
+                "invalid_media", self.col(role), exc.problem, exc.fix
+            ) from None
+        if path.suffix.lower() not in accepted:
+            raise _RowError(
+                "invalid_media",
+                self.col(role),
+                f"{value!r} is a {path.suffix or 'suffix-less'} file, not a format the "
+                f"service accepts ({', '.join(sorted(accepted))})",
+                "Convert it to an accepted format",
+            )
+        facts = path.stat()
+        return MediaRoot.uri(path), f"{facts.st_size}-{facts.st_mtime_ns}"
 
 
 def _as_number(raw: Any, kind: type) -> Any:

@@ -21,6 +21,7 @@ from batchkimi.estimate import input_tokens, worst_output_tokens
 from batchkimi.pricing import PriceTable, cost_of
 from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
 from batchkimi.schedule.limitstore import LimitStore
+from batchkimi.schedule.media import MediaPreparer
 from batchkimi.schedule.retry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
@@ -85,8 +86,10 @@ class RowSender:
         rng: random.Random | None = None,
         on_retry: Callable[[RowRequest, TransientError, int], None] | None = None,
         limits: LimitStore | None = None,
+        media: MediaPreparer | None = None,
     ) -> None:
         self.client = client
+        self.media = media
         self.protocol = protocol
         self.settings = settings
         self.clock = clock
@@ -158,6 +161,11 @@ class RowSender:
 
     async def process(self, request: RowRequest) -> RowResult:
         started_at = self.clock.wall().isoformat()
+        if self.media is not None:
+            prepared = await self.media.prepare(request)
+            if isinstance(prepared, Failure):
+                return self._unsent(request, prepared, started_at)
+            request = prepared
         call = self.protocol.build(
             request, self.settings.base_url, stream=self.settings.stream
         )
@@ -232,6 +240,22 @@ class RowSender:
             self._fill(result, exchange.result)
         result.finished_at = self.clock.wall().isoformat()
         return result
+
+    def _unsent(
+        self, request: RowRequest, failure: Failure, started_at: str
+    ) -> RowResult:
+        """A row whose media could not be made ready: nothing was sent."""
+        return RowResult(
+            fingerprint=request.fingerprint,
+            status=RowStatus.ERROR,
+            model=request.model,
+            api=self.protocol.name,
+            error_code=failure.code,
+            error_message=failure.message,
+            retryable=failure.kind == "transient",
+            started_at=started_at,
+            finished_at=self.clock.wall().isoformat(),
+        )
 
     def _fill(self, result: RowResult, completion: Completion) -> None:
         status, code, message = judge(completion)

@@ -29,7 +29,8 @@ from batchkimi.simulator.behaviour import (
 )
 from batchkimi.simulator.facts import ERRORS, MODELS, MULTIMODAL, TEXT, URL_ERROR
 from batchkimi.simulator.limits import RateLimiter
-from batchkimi.simulator.reading import last_user_text, media_urls
+from batchkimi.simulator.media import media_problem
+from batchkimi.simulator.reading import last_user_text, media_parts, media_urls
 from batchkimi.simulator.uploads import UploadError, UploadStore
 
 Scope = dict[str, Any]
@@ -399,6 +400,9 @@ class SimulatorApp:
     def _check_media(
         self, messages: list[Any], model: str, *, oss_ok: bool
     ) -> tuple[str, str] | None:
+        for part in media_parts(messages):
+            if problem := media_problem(part):
+                return "InvalidParameter", problem
         for url in media_urls(messages):
             if url.startswith("file://"):
                 return "InvalidParameter", (

@@ -19,6 +19,7 @@ from typing import Any
 
 from batchkimi import __version__
 from batchkimi.jobspec import JobSpec
+from batchkimi.manifest.reader import listing_digest
 from batchkimi.store.journal import journal_paths
 
 STATE_NAME = "state.json"
@@ -64,10 +65,16 @@ class RunState:
     rows: int
     exit_code: int
     by_status: dict[str, int]
+    #: rows named local media files, which may change under an unchanged manifest:
+    #: such a job always takes the full path, which looks at every file again
+    local_media: bool = False
 
 
 def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
-    """Hash the manifest, unless its size, mtime and inode say it is unchanged."""
+    """Hash the manifest, unless its size, mtime and inode say it is unchanged. A
+    folder or glob manifest is stamped by what it lists."""
+    if not path.is_file():
+        return ManifestStamp(listing_digest(path), 0, 0, 0)
     facts = path.stat()
     if previous is not None and (previous.size, previous.mtime_ns, previous.inode) == (
         facts.st_size,
@@ -125,6 +132,7 @@ def current_state(
         state is not None
         and state.key == key
         and state.pending == 0
+        and not state.local_media
         and state.journals == journal_sizes(state_dir)
         and all(path.exists() for path in outputs)
     ):
