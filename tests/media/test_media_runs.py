@@ -1,0 +1,245 @@
+"""Every media form, in both APIs, through a whole run against the simulator: what
+goes on the wire, and what comes back."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from batchkimi.clock import ManualClock
+from batchkimi.credentials import ApiKey
+from batchkimi.media.samples import make_image, make_video
+from batchkimi.simulator import SimulatorServer
+from batchkimi.uploads import TemporaryUploader
+from tests.helpers import make_spec, read_results, run
+
+APIS = ["openai", "dashscope"]
+
+
+def generations(simulator: SimulatorServer) -> list[Any]:
+    return [r for r in simulator.requests if r.api in ("compatible", "native")]
+
+
+def wire_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The media parts of the user message, in either API's shape."""
+    messages = body["messages"] if "messages" in body else body["input"]["messages"]
+    content = messages[-1]["content"]
+    return [p for p in content if isinstance(p, dict) and "text" not in p]
+
+
+def url_of(part: dict[str, Any]) -> Any:
+    for key in ("image", "video", "image_url", "video_url"):
+        if key in part:
+            value = part[key]
+            return value["url"] if isinstance(value, dict) else value
+    raise AssertionError(part)
+
+
+def decoded(data_url: str) -> tuple[str, bytes]:
+    header, _, payload = data_url.partition(",")
+    return header[5:].removesuffix(";base64"), base64.b64decode(payload)
+
+
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize(
+    ("suffix", "mime"),
+    [
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".webp", "image/webp"),
+        (".bmp", "image/bmp"),
+        (".tiff", "image/tiff"),
+    ],
+)
+def test_a_local_image_goes_as_a_data_url_of_its_type(
+    api: str, suffix: str, mime: str, tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    path = make_image(tmp_path / "in" / f"cat{suffix}", 64, 48)
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=[{"id": "a", "image": path.name}],
+        api=api,
+        prompt="What is this?",
+    )
+    assert run(spec).exit_code == 0
+    [sent] = generations(simulator)
+    [part] = wire_parts(sent.body)
+    kind, data = decoded(url_of(part))
+    assert kind == mime and data == path.read_bytes()
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_several_images_urls_and_data_urls_in_one_row(
+    api: str, tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    local = make_image(tmp_path / "in" / "a.png", 40, 40)
+    given = "data:image/png;base64," + base64.b64encode(local.read_bytes()).decode()
+    images = json.dumps([local.name, "https://example.com/b.jpg", given])
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=[{"id": "r", "images": images}],
+        api=api,
+        prompt="Compare.",
+    )
+    assert run(spec).exit_code == 0
+    [sent] = generations(simulator)
+    urls = [url_of(p) for p in wire_parts(sent.body)]
+    assert urls[0].startswith("data:image/png;base64,")
+    assert urls[1:] == ["https://example.com/b.jpg", given]  # passed on as they are
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_small_local_video_goes_whole_as_base64(
+    api: str, tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    clip = make_video(tmp_path / "in" / "clip.mp4", seconds=3)
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=[{"id": "v", "video": "clip.mp4", "fps": "1"}],
+        api=api,
+        prompt="Caption.",
+    )
+    assert run(spec).exit_code == 0
+    [part] = wire_parts(generations(simulator)[0].body)
+    kind, data = decoded(url_of(part))
+    assert (kind, data) == ("video/mp4", clip.read_bytes())
+    assert part["fps"] == 1
+
+
+def big_video(folder: Path, size: int) -> Path:
+    """A real 4 s clip, padded with zeros to ``size`` bytes (sparse): large to every
+    size rule, still a video to its readers."""
+    path = make_video(folder / "big.mp4", seconds=4)
+    os.truncate(path, size)
+    return path
+
+
+def test_compat_sends_a_video_too_large_for_base64_as_extracted_frames(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    big_video(tmp_path / "in", 9 * 2**20)
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=[{"id": "v", "video": "big.mp4", "fps": "2"}],
+        prompt="Caption.",
+    )
+    assert run(spec).exit_code == 0
+    [part] = wire_parts(generations(simulator)[0].body)
+    assert part["type"] == "video" and len(part["video"]) == 8  # 4 s at 2 a second
+    assert part["fps"] == 2
+    kind, jpeg = decoded(part["video"][0])
+    assert kind == "image/jpeg" and Image.open(io.BytesIO(jpeg)).size == (160, 120)
+    assert read_results(spec)["status"].to_list() == ["ok"]
+
+
+def test_native_uploads_a_large_video_once_per_policy_and_resolves_oss(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    big_video(tmp_path / "in", 9 * 2**20)
+    make_video(tmp_path / "in" / "other.mp4", seconds=3)
+    os.truncate(tmp_path / "in" / "other.mp4", 8 * 2**20)
+    rows = [{"id": "a", "video": "big.mp4"}, {"id": "b", "video": "other.mp4"}]
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=rows,
+        api="dashscope",
+        prompt="Caption.",
+        concurrency=1,
+    )
+    assert run(spec).exit_code == 0
+    sent = generations(simulator)
+    urls = [url_of(wire_parts(r.body)[0]) for r in sent]
+    assert all(u.startswith("oss://dashscope-instant/") for u in urls)
+    assert all(r.headers["x-dashscope-ossresourceresolve"] == "enable" for r in sent)
+    assert simulator.app.uploads.policies_issued == 1  # one policy, two files
+    assert read_results(spec)["status"].to_list() == ["ok", "ok"]
+
+
+def test_an_expired_policy_is_renewed_and_the_upload_retried(
+    tmp_path: Path, simulator: SimulatorServer, canary_key: str
+) -> None:
+    import asyncio
+    import time
+
+    simulator.reset(seed=1, policy_expire_s=0.3)
+    picture = make_image(tmp_path / "p.png", 32, 32)
+
+    async def go() -> list[str]:
+        # a clock that never moves: the uploader believes its policy is fresh, so
+        # only the store's "Policy expired" can tell it otherwise
+        uploader = TemporaryUploader(
+            ApiKey(canary_key), f"{simulator.url}/api/v1", clock=ManualClock()
+        )
+        try:
+            first = await uploader.upload("kimi-k2.6", picture, "image/png")
+            await asyncio.sleep(0.4)
+            second = await uploader.upload("kimi-k2.6", picture, "image/png")
+            return [first, second, str(uploader.policies_fetched)]
+        finally:
+            await uploader.aclose()
+
+    started = time.monotonic()
+    first, second, fetched = asyncio.run(go())
+    assert time.monotonic() - started < 5
+    assert first.startswith("oss://") and second.startswith("oss://")
+    assert fetched == "2"
+    assert simulator.app.uploads.policies_issued == 2
+    rejected = [r for r in simulator.requests if r.api == "oss" and r.status == 403]
+    assert len(rejected) == 1  # the expired policy, refused once, then renewed
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_frames_from_a_list_or_a_folder(
+    api: str, tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    for i in range(5):
+        make_image(tmp_path / "in" / "shots" / f"f{i + 1}.jpg", 32, 24)
+    listed = json.dumps([f"shots/f{i}.jpg" for i in (1, 2, 3, 4)])
+    rows = [
+        {"id": "list", "frames": listed, "fps": "0.5"},
+        {"id": "folder", "frames": "shots", "fps": "0.5"},
+    ]
+    spec = make_spec(tmp_path, simulator, rows=rows, api=api, prompt="What happens?")
+    assert run(spec).exit_code == 0
+    counts = sorted(len(url_of(wire_parts(r.body)[0])) for r in generations(simulator))
+    assert counts == [4, 5]
+    for request in generations(simulator):
+        [part] = wire_parts(request.body)
+        assert part["fps"] == 0.5
+        assert all(u.startswith("data:image/jpeg;base64,") for u in url_of(part))
+
+
+def test_problem_media_fails_its_row_alone_naming_row_file_and_limit(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    make_image(tmp_path / "in" / "ok.png", 40, 40)
+    make_image(tmp_path / "in" / "tiny.png", 8, 40)
+    for i in range(3):
+        make_image(tmp_path / "in" / "few" / f"{i}.jpg", 32, 32)
+    rows = [
+        {"id": "ok", "image": "ok.png", "frames": "", "fps": ""},
+        {"id": "tiny", "image": "tiny.png", "frames": "", "fps": ""},
+        {"id": "few", "image": "", "frames": "few", "fps": ""},
+        {"id": "fast", "image": "ok.png", "frames": "", "fps": "12"},
+    ]
+    spec = make_spec(tmp_path, simulator, rows=rows, prompt="?")
+    assert run(spec).exit_code == 1
+    results = read_results(spec)
+    by_id = dict(zip(results["id"], results["error_message"], strict=True))
+    assert by_id["ok"] is None
+    assert "tiny.png is 8x40 px" in by_id["tiny"]
+    assert "has 3 frames" in by_id["few"]
+    assert "fps = 12 is outside" in by_id["fast"]
+    assert len(generations(simulator)) == 1  # only the good row was sent
