@@ -164,8 +164,7 @@ def video_route(part: VideoPart, settings: MediaSettings) -> tuple[Route, float 
         return Route.FRAMES, info.duration_s
     limit = "100 MB through the upload" if settings.native else "10 MB as base64"
     raise _Refused(
-        f"is {size:,} bytes ({size / 2**20:,.1f} MB), over what can be sent "
-        f"({limit})",
+        f"is {size:,} bytes ({size / 2**20:,.1f} MB), over what can be sent ({limit})",
         "Set video_frames = auto to send frames extracted from it",
     )
 
