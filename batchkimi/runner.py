@@ -19,16 +19,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import polars as pl
 
 from batchkimi import __version__
 from batchkimi.api import protocol_for
 from batchkimi.client import ModelStudioClient
 from batchkimi.clock import Clock, SystemClock
 from batchkimi.credentials import ApiKey
-from batchkimi.errors import ConfigError, FatalApiError
+from batchkimi.errors import ConfigError, FatalApiError, ManifestError
 from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
-from batchkimi.manifest.reader import Manifest, count_rows, open_manifest
+from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.media.preflight import media_settings
 from batchkimi.pricing import load_prices
@@ -274,6 +275,7 @@ async def _run_locked(
     outputs = [spec.output / RESULTS_NAME, spec.output / SUMMARY_NAME]
     if (current := current_state(previous, inputs, state, outputs)) is not None:
         return _already_current(spec, current, observer)
+    total_rows = check_rows(manifest)  # a broken line stops the job before any send
     prices = load_prices(spec.prices)
     if spec.max_cost is not None and (spec.model, spec.region) not in prices:
         msg = (
@@ -353,9 +355,10 @@ async def _run_locked(
 
     started_at = clock.wall()
     start = clock.monotonic()
-    observer.on_start(total_rows=count_rows(manifest), already_done=len(done))
+    observer.on_start(total_rows=total_rows, already_done=len(done))
     flusher = asyncio.create_task(journal.run_flusher())
     journal_error: JournalError | None = None
+    manifest_error: ManifestError | None = None
     sent, fatal, limit_reached = 0, None, False
     try:
         try:
@@ -370,6 +373,7 @@ async def _run_locked(
             )
             sent, fatal = outcome.sent, outcome.fatal
             limit_reached = outcome.limit_reached
+            manifest_error = outcome.manifest_error
             if outcome.pending_read is not None:
                 await outcome.pending_read
         except* JournalError as group:
@@ -378,9 +382,9 @@ async def _run_locked(
             )
         if limit_reached and not stop.stopping:
             stop.reason, stop.detail = "limit", f"--limit {spec.limit} reached"
-        if stop.reason is not None:
+        if stop.reason is not None and manifest_error is None:
             observer.on_stop(stop.reason, stop.detail)
-        if journal_error is None and not stop.hard:
+        if journal_error is None and manifest_error is None and not stop.hard:
             for _ in batches:  # a stopped run still registers every row, as skipped
                 pass
             register.commit()
@@ -401,6 +405,13 @@ async def _run_locked(
         register.abandon()
     if journal_error is not None:
         raise journal_error
+    if manifest_error is not None:
+        raise ManifestError(
+            manifest_error.problem,
+            path=manifest_error.path,
+            fix=f"{manifest_error.fix}. The file changed during the run; every "
+            "answer received before this line is kept, so run again to resume",
+        )
     if stop.hard:
         return RunOutcome(
             exit_code=3,
@@ -520,6 +531,11 @@ def _write_outputs(
         by_status[status] = int(count)
     # rows the next run would send: what is re-sent anyway, and what was never sent
     pending = scope.filter(resend_condition(spec.rerun_set | {"skipped"})).height
+    shared_ids = (  # derived ids repeat only for identical rows: no surprise there
+        scope.filter(scope["id"].is_duplicated())["id"]
+        if source.builder.col("id") in source.builder.present
+        else pl.Series("id", [], pl.String)
+    )
     stop_reason = stop.reason
     if fatal is not None:
         exit_code, stop_reason = 5, "fatal"
@@ -546,6 +562,10 @@ def _write_outputs(
         "stop_detail": stop.detail or None,
         "exit_code": exit_code,
         "duplicate_rows_this_run": source.duplicates,
+        # rows whose id another row also has: results keep them all, but a join on
+        # id would not tell them apart
+        "rows_with_shared_id": shared_ids.len(),
+        "first_shared_id": shared_ids[0] if shared_ids.len() else None,
     }
     summary = build_summary(
         frame, run=run_info, elapsed_s=elapsed_s, sent_this_run=sent

@@ -231,6 +231,10 @@ class JsonLog:
         )
 
 
+def _rows(count: int) -> str:
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
+
+
 def summary_lines(outcome: RunOutcome) -> list[str]:
     """The closing lines: counts, tokens, cost, where the files are, what to do next."""
     lines: list[str] = []
@@ -259,12 +263,20 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         duplicates = outcome.summary["run"].get("duplicate_rows_this_run") or 0
         if duplicates and outcome.sent:
             lines.append(
-                f"note: {duplicates:,} rows asked exactly what an earlier row asked; "
+                f"note: {_rows(duplicates)} asked exactly what an earlier row asked; "
                 "each such request was sent (and paid for) once"
+            )
+        shared = outcome.summary["run"].get("rows_with_shared_id") or 0
+        if shared:
+            first = outcome.summary["run"]["first_shared_id"]
+            lines.append(
+                f"note: {_rows(shared)} share their id with another row (such as "
+                f"{first!r}); results.parquet keeps every row, in manifest order, but "
+                "an id no longer names one row. Map [columns] id to a unique column"
             )
         if overall["rows_without_price"]:
             lines.append(
-                f"note: {overall['rows_without_price']:,} rows have no known price; "
+                f"note: {_rows(overall['rows_without_price'])} without a known price; "
                 "supply one with --prices FILE"
             )
     else:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from batchkimi.errors import FatalApiError
+from batchkimi.errors import FatalApiError, ManifestError
 from batchkimi.records import RowRequest, RowResult
 from batchkimi.schedule.sender import RowSender, ThrottleStop
 from batchkimi.schedule.stopper import StopControl
@@ -40,6 +40,9 @@ class SchedulerOutcome:
     #: a manifest read still running in its thread when the run was aborted; the
     #: source may be resumed only after it has finished
     pending_read: asyncio.Future[list[RowRequest] | None] | None = None
+    #: the manifest broke mid-run (it changed after it was checked): scheduling
+    #: stopped there, and requests in flight finished
+    manifest_error: ManifestError | None = None
 
 
 async def run_scheduler(
@@ -61,7 +64,13 @@ async def run_scheduler(
         while not stop.stopping:
             read = asyncio.ensure_future(asyncio.to_thread(next, source, None))
             outcome.pending_read = read
-            batch = await asyncio.shield(read)
+            try:
+                batch = await asyncio.shield(read)
+            except ManifestError as exc:
+                outcome.pending_read = None
+                outcome.manifest_error = exc
+                stop.stop("manifest", str(exc))
+                return
             outcome.pending_read = None
             if batch is None:
                 return

@@ -95,6 +95,34 @@ def test_a_template_column_the_manifest_lacks_exits_2_naming_it(
     assert simulator.requests == []
 
 
+def test_rows_sharing_an_id_are_all_kept_and_the_user_is_told(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    rows = [
+        {"id": "a", "review": "good"},
+        {"id": "a", "review": "bad"},
+        {"id": "b", "review": "fine"},
+    ]
+    code, _, err = invoke(*run_args(tmp_path, simulator, rows=rows))
+    assert code == 0
+    assert "2 rows share their id with another row (such as 'a')" in err
+    results = pl.read_parquet(tmp_path / "out" / "results.parquet")
+    assert results["id"].to_list() == ["a", "a", "b"]
+    assert results["review"].to_list() == ["good", "bad", "fine"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["run"]["rows_with_shared_id"] == 2
+
+
+def test_identical_rows_without_ids_raise_no_shared_id_note(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    rows = [{"review": "good"}, {"review": "good"}, {"review": "bad"}]
+    code, _, err = invoke(*run_args(tmp_path, simulator, rows=rows))
+    assert code == 0
+    assert "share their id" not in err
+    assert "1 row asked exactly what an earlier row asked" in err
+
+
 def test_no_key_exits_2_and_says_how_to_get_going(
     tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

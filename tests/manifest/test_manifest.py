@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.jobspec import build_spec
 from batchkimi.manifest.keys import derive_row_key
-from batchkimi.manifest.reader import Manifest, count_rows, open_manifest
+from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.manifest.template import parse_template
 from batchkimi.records import ImagePart, RowRequest, TextPart, VideoPart
@@ -50,7 +50,7 @@ def test_every_format_gives_the_same_requests_in_order(
     rows = [{"id": f"a{i}", "text": f"t{i}", "n": i} for i in range(7)]
     manifest, built = builder(tmp_path, rows, fmt, prompt="Say {text} ({n})")
     requests = build_all(manifest, built)
-    assert count_rows(manifest) == 7
+    assert check_rows(manifest) == 7
     assert [r.row_id for r in requests] == [f"a{i}" for i in range(7)]
     assert all(isinstance(r, RowRequest) for r in requests)
     first = requests[0]
@@ -181,7 +181,7 @@ def test_broken_messages_json_names_the_problem(tmp_path: Path) -> None:
     assert isinstance(problem, RowProblem) and "not valid JSON" in problem.message
 
 
-def test_local_media_paths_are_refused_until_supported(tmp_path: Path) -> None:
+def test_a_path_outside_the_media_root_is_that_rows_error(tmp_path: Path) -> None:
     manifest, built = builder(tmp_path, [{"prompt": "x", "image": "/etc/passwd"}])
     (problem,) = build_all(manifest, built)
     assert isinstance(problem, RowProblem) and problem.column == "image"
