@@ -25,6 +25,8 @@ from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.media.preflight import (
     MediaProblem,
+    MediaSettings,
+    describe_problems,
     inspect,
     media_settings,
     needs_preparing,
@@ -102,15 +104,15 @@ def _problem(problem: RowProblem) -> dict[str, Any]:
     }
 
 
-def _media_problem(request: RowRequest, problems: list[MediaProblem]) -> dict[str, Any]:
-    where = f'row {request.index + 1:,} (id "{request.row_id}")'
+def _media_problem(
+    request: RowRequest, problems: list[MediaProblem], settings: MediaSettings
+) -> dict[str, Any]:
     return {
         "row": request.index + 1,
         "id": request.row_id,
-        "column": problems[0].role,
+        "column": dict(settings.columns).get(problems[0].role, problems[0].role),
         "code": "invalid_media",
-        "message": f"{where}, column {problems[0].role!r}: "
-        + "; ".join(p.message for p in problems),
+        "message": describe_problems(request, problems, settings),
     }
 
 
@@ -172,7 +174,9 @@ def make_plan(spec: JobSpec) -> Plan:
                 if media_problems:
                     plan.problem_count += 1
                     if len(plan.problems) < PROBLEMS_KEPT:
-                        plan.problems.append(_media_problem(built, media_problems))
+                        plan.problems.append(
+                            _media_problem(built, media_problems, settings)
+                        )
                     continue
             _count(plan, built, spec)
     plan.rows = index

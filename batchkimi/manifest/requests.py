@@ -25,7 +25,12 @@ from batchkimi.media.limits import (
     check_frame_count,
     check_max_frames,
 )
-from batchkimi.media.paths import MediaPathError, MediaRoot, is_remote
+from batchkimi.media.paths import (
+    MediaPathError,
+    MediaRoot,
+    is_remote,
+    unsupported_scheme,
+)
 from batchkimi.records import ImagePart, Message, Part, RowRequest, TextPart, VideoPart
 
 #: request parameters a manifest column may override, row by row
@@ -313,6 +318,13 @@ class RequestBuilder:
         ``file://`` URL, with its size and mtime as the stamp."""
         if is_remote(value):
             return value, ""
+        if scheme := unsupported_scheme(value):
+            raise _RowError(
+                "invalid_media",
+                self.col(role),
+                f"{value!r} is a {scheme} address, which the service cannot fetch",
+                "Give an https:// URL, an oss:// URL, a data: URL or a local path",
+            )
         try:
             path = self.media.file(value)
         except MediaPathError as exc:

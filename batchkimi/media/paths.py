@@ -26,8 +26,20 @@ class MediaPathError(Exception):
         self.fix = fix
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def is_remote(value: str) -> bool:
     return value.startswith(REMOTE_PREFIXES)
+
+
+def unsupported_scheme(value: str) -> str | None:
+    """The scheme of a URL the service cannot fetch (``ftp://``, ``s3://``), or None
+    for what it can, a local path, or a ``file://`` path."""
+    match = _SCHEME.match(value)
+    if match is None or is_remote(value) or value.startswith(LOCAL_PREFIX):
+        return None
+    return match.group(0)
 
 
 def local_path(uri: str) -> Path:

@@ -49,6 +49,8 @@ class MediaSettings:
     video_frames: str = "auto"  # auto | always | never
     fix_images: bool = False
     frame_max_side: int = 768
+    #: the manifest column of each media role, where the job maps it elsewhere
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 def media_settings(spec: JobSpec) -> MediaSettings:
@@ -57,6 +59,9 @@ def media_settings(spec: JobSpec) -> MediaSettings:
         video_frames=spec.video_frames,
         fix_images=spec.fix_images,
         frame_max_side=spec.frame_max_side,
+        columns=tuple(
+            (role, spec.column(role)) for role in ("image", "video", "frames")
+        ),
     )
 
 
@@ -70,6 +75,18 @@ class MediaProblem:
     @property
     def message(self) -> str:
         return f"{self.file} {self.problem}. {self.fix}".strip()
+
+
+def describe_problems(
+    request: RowRequest, problems: list[MediaProblem], settings: MediaSettings
+) -> str:
+    """One sentence for a row's media problems, the same in ``plan`` and ``run``:
+    the row, its id, each column, the file, the limit and the fix."""
+    columns = dict(settings.columns)
+    where = f'row {request.index + 1:,} (id "{request.row_id}")'
+    return f"{where}, " + "; ".join(
+        f'column "{columns.get(p.role, p.role)}": {p.message}' for p in problems
+    )
 
 
 class _Refused(Exception):
@@ -240,7 +257,9 @@ def _probe(read: Callable[[], T]) -> T:
     try:
         return read()
     except ProbeError as exc:
-        raise _Refused(str(exc)) from None
+        raise _Refused(
+            str(exc), "Check that it is whole and of the type its name says"
+        ) from None
 
 
 def _raise(problem: str | None) -> None:

@@ -20,6 +20,7 @@ from batchkimi.media.paths import local_path
 from batchkimi.media.preflight import (
     MediaSettings,
     Route,
+    describe_problems,
     inspect,
     is_local,
     needs_preparing,
@@ -46,12 +47,8 @@ class MediaPreparer:
             inspect, request, self.settings
         )
         if problems:
-            return Failure(
-                "row",
-                "invalid_media",
-                "; ".join(p.message for p in problems),
-                None,
-            )
+            described = describe_problems(request, problems, self.settings)
+            return Failure("row", "invalid_media", described, None)
         messages: list[Message] = []
         try:
             for message in checked.messages:

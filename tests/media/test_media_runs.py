@@ -233,13 +233,19 @@ def test_problem_media_fails_its_row_alone_naming_row_file_and_limit(
         {"id": "tiny", "image": "tiny.png", "frames": "", "fps": ""},
         {"id": "few", "image": "", "frames": "few", "fps": ""},
         {"id": "fast", "image": "ok.png", "frames": "", "fps": "12"},
+        {"id": "ftp", "image": "ftp://host/a.png", "frames": "", "fps": ""},
+        {"id": "junk", "image": "data:image/png;base64,AAAA", "frames": "", "fps": ""},
     ]
     spec = make_spec(tmp_path, simulator, rows=rows, prompt="?")
     assert run(spec).exit_code == 1
     results = read_results(spec)
     by_id = dict(zip(results["id"], results["error_message"], strict=True))
     assert by_id["ok"] is None
+    assert by_id["tiny"].startswith('row 2 (id "tiny"), column "image": ')
     assert "tiny.png is 8x40 px" in by_id["tiny"]
     assert "has 3 frames" in by_id["few"]
     assert "fps = 12 is outside" in by_id["fast"]
+    assert "ftp:// address, which the service cannot fetch" in by_id["ftp"]
+    assert by_id["junk"].startswith('row 6 (id "junk"), column "image": data:')
+    assert "cannot be read as an image. Check that it is whole" in by_id["junk"]
     assert len(generations(simulator)) == 1  # only the good row was sent
