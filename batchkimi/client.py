@@ -13,7 +13,7 @@ send keep-alive comments for many minutes (FACTS §2.2).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,7 +23,7 @@ from httpx_aiohttp import AiohttpTransport
 from batchkimi import USER_AGENT
 from batchkimi.api.base import HttpCall, WireProtocol
 from batchkimi.api.failures import classify_failure
-from batchkimi.api.sse import SseDecoder, SseEvent
+from batchkimi.api.sse import SseDecoder, SseEvent, looks_like_sse
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
 from batchkimi.records import Completion, Failure
@@ -117,17 +117,25 @@ class ModelStudioClient:
         response = await self._transport.handle_async_request(self._request(call))
         try:
             headers = response.headers  # case-insensitive: no copy per response
-            content_type = headers.get("content-type", "")
-            if response.status_code != 200 or "text/event-stream" not in content_type:
-                body = await response.aread()
-                return protocol.parse(response.status_code, body, headers)
-            return await self._fold_stream(response, protocol, headers, start, ttft)
+            if response.status_code != 200:
+                return protocol.parse(
+                    response.status_code, await response.aread(), headers
+                )
+            if "text/event-stream" in headers.get("content-type", ""):
+                chunks = response.aiter_bytes()  # decoded, should a server compress
+                return await self._fold_stream(chunks, protocol, headers, start, ttft)
+            body = await response.aread()
+            if looks_like_sse(body):  # FACTS §3.1: a gateway may label SSE as JSON
+                return await self._fold_stream(
+                    _once(body), protocol, headers, start, ttft
+                )
+            return protocol.parse(200, body, headers)
         finally:
             await response.aclose()
 
     async def _fold_stream(
         self,
-        response: httpx.Response,
+        body: AsyncIterator[bytes],
         protocol: WireProtocol,
         headers: Mapping[str, str],
         start: float,
@@ -135,7 +143,7 @@ class ModelStudioClient:
     ) -> Completion | Failure:
         decoder = SseDecoder()
         fold = protocol.new_fold(headers)
-        chunks = response.aiter_raw().__aiter__()
+        chunks = aiter(body)
         while True:
             try:
                 async with asyncio.timeout(self.idle_timeout_s):
@@ -162,3 +170,7 @@ class ModelStudioClient:
                     return failure
             if chunk is None:
                 return fold.finish()
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -44,9 +44,16 @@ REVIEWS = [
 ]
 
 
+class Server(Protocol):
+    """The simulator, or any purpose-built server on loopback."""
+
+    @property
+    def url(self) -> str: ...
+
+
 def make_spec(
     tmp_path: Path,
-    simulator: SimulatorServer,
+    simulator: Server,
     rows: list[dict[str, Any]] | None = None,
     fmt: str = "csv",
     **overrides: Any,

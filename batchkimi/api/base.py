@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from batchkimi import jsoncodec
 from batchkimi.api.failures import classify_failure
-from batchkimi.api.sse import SseEvent
+from batchkimi.api.sse import SseEvent, looks_like_sse
 from batchkimi.records import Completion, Failure, RowRequest, Usage
 
 
@@ -90,7 +90,7 @@ def error_failure(
 ) -> Failure:
     """Classify an error body in either API's shape (or no shape at all)."""
     data = load_json(body)
-    if data is None and body.lstrip().startswith((b"id:", b"event:", b"data:", b":")):
+    if data is None and looks_like_sse(body):
         data = first_sse_data(body)  # FACTS §3.1: SSE-framed error bodies
     code, message = error_fields(data)
     if code is None and message is None:

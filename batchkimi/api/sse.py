@@ -20,6 +20,11 @@ _STATUS_PREFIX = ":HTTP_STATUS/"
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+def looks_like_sse(body: bytes) -> bool:
+    """Whether a whole body is SSE-framed, whatever its Content-Type says."""
+    return body.lstrip()[:6].startswith((b"id:", b"event:", b"data:", b":"))
+
+
 @dataclass(frozen=True, slots=True)
 class SseEvent:
     data: str
