@@ -22,6 +22,9 @@ URL_VIDEO_FRAMES = 2_000
 #: when the catalogue knows no limit for a model (FACTS §6.2 gaps)
 DEFAULT_MAX_OUTPUT = 32_768
 DEFAULT_MAX_REASONING = 32_768
+#: the context Moonshot publishes for the models Model Studio gives none for (FACTS
+#: §6.2: "probably 262,144")
+DEFAULT_CONTEXT = 262_144
 
 
 def text_tokens(text: str) -> int:
@@ -29,18 +32,23 @@ def text_tokens(text: str) -> int:
     return math.ceil(len(text) / 3)
 
 
-def video_frames(part: VideoPart) -> int:
+def video_frames(part: VideoPart, *, unknown: int | None = None) -> int:
     """Frames the service will see: a frame list's length; a video of known length
-    sampled at its fps (default 2) up to max_frames; else the most it may take."""
+    sampled at its fps (default 2) up to max_frames; else ``unknown``, by default the
+    most it may take."""
     cap = min(part.max_frames or URL_VIDEO_FRAMES, URL_VIDEO_FRAMES)
     if part.frames:
         return len(part.frames)
     if part.duration_s is not None:
         return max(4, min(cap, math.floor(part.duration_s * (part.fps or 2.0))))
-    return cap
+    return cap if unknown is None else min(cap, unknown)
 
 
-def input_tokens(messages: tuple[Message, ...]) -> int:
+def input_tokens(
+    messages: tuple[Message, ...], *, unknown_video_frames: int | None = None
+) -> int:
+    """Input tokens of ``messages``; a video of unknown length counts as the most
+    frames it may yield, or as ``unknown_video_frames``."""
     total = 0
     for message in messages:
         total += 4  # role and separators
@@ -50,7 +58,7 @@ def input_tokens(messages: tuple[Message, ...]) -> int:
             elif isinstance(part, ImagePart):
                 total += IMAGE_TOKENS
             else:
-                total += FRAME_TOKENS * video_frames(part)
+                total += FRAME_TOKENS * video_frames(part, unknown=unknown_video_frames)
         if message.reasoning_content:
             total += text_tokens(message.reasoning_content)
     return total
@@ -70,3 +78,17 @@ def worst_output_tokens(request: RowRequest, info: ModelInfo) -> int:
     )
     reasoning = (info.max_reasoning_tokens or DEFAULT_MAX_REASONING) if thinks else 0
     return (answer or DEFAULT_MAX_OUTPUT) + reasoning
+
+
+def input_limit(request: RowRequest, info: ModelInfo) -> tuple[int, str]:
+    """The most input tokens ``request`` may carry, and where that figure is from."""
+    thinks = (
+        request.enable_thinking
+        if request.enable_thinking is not None
+        else info.thinking_by_default()
+    )
+    limit = info.max_input_tokens_thinking if thinks else None
+    limit = limit or info.max_input_tokens
+    if limit is not None:
+        return limit, f"{info.name}'s maximum input"
+    return info.context_tokens or DEFAULT_CONTEXT, f"{info.name}'s context window"

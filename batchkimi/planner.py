@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from batchkimi.catalogue import get_model
-from batchkimi.estimate import input_tokens, worst_output_tokens
+from batchkimi.estimate import input_limit, input_tokens, worst_output_tokens
 from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.media.limits import FRAMES_MIN
 from batchkimi.media.preflight import (
     MediaProblem,
     MediaSettings,
@@ -68,6 +69,10 @@ class Plan:
     in_scope: int = 0  # rows of this shard (all rows without --shard)
     problems: list[dict[str, Any]] = field(default_factory=list)
     problem_count: int = 0
+    #: rows sent all the same that the service may refuse: the estimated input is
+    #: over the model's limit (an estimate, so not a problem row)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    warning_count: int = 0
     already_done: int = 0
     duplicates: int = 0
     to_send: int = 0
@@ -199,9 +204,30 @@ def make_plan(spec: JobSpec) -> Plan:
 
 def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:
     share = plan.models.setdefault(request.model, ModelPlan())
-    worst = worst_output_tokens(request, get_model(request.model))
+    info = get_model(request.model)
+    worst = worst_output_tokens(request, info)
+    estimated = input_tokens(request.messages)
+    limit, what = input_limit(request, info)
+    # a video URL of unknown length counts at its fewest frames here: warn only
+    # about what is known to be too much
+    known = input_tokens(request.messages, unknown_video_frames=FRAMES_MIN)
+    if known > limit:
+        plan.warning_count += 1
+        if len(plan.warnings) < PROBLEMS_KEPT:
+            plan.warnings.append(
+                {
+                    "row": request.index + 1,
+                    "id": request.row_id,
+                    "input_tokens": known,
+                    "limit": limit,
+                    "message": f'row {request.index + 1:,} (id "{request.row_id}"): '
+                    f"about {known:,} input tokens by batchkimi's estimate, over "
+                    f"{what} of {limit:,}; the service may refuse it. Send fewer "
+                    "frames (fps, max_frames), fewer images or less text",
+                }
+            )
     share.requests += 1
-    share.input_tokens += input_tokens(request.messages)
+    share.input_tokens += estimated
     share.output_tokens += _expected_output(request, spec, worst)
     share.worst_output_tokens += worst
     plan.to_send += 1

@@ -73,6 +73,11 @@ def render(plan: Plan, console: Console) -> None:
     hidden = plan.problem_count - min(len(plan.problems), _SHOWN_PROBLEMS)
     if hidden > 0:
         console.print(f"… and {hidden:,} more problem rows (listed in plan.json)")
+    for warning in plan.warnings[:_SHOWN_PROBLEMS]:
+        console.print(f"[yellow]warning[/yellow] {warning['message']}", highlight=False)
+    hidden = plan.warning_count - min(len(plan.warnings), _SHOWN_PROBLEMS)
+    if hidden > 0:
+        console.print(f"… and {hidden:,} more warnings (listed in plan.json)")
 
 
 @click.command("plan")

@@ -97,3 +97,51 @@ def test_unknown_prices_are_said_and_a_price_file_fills_them(tmp_path: Path) -> 
     assert k26["cost"] == pytest.approx(
         (k26["input_tokens"] * 6.5 + k26["output_tokens"] * 27) / 1e6, abs=1e-6
     )
+
+
+def test_rows_over_the_models_input_limit_are_warned_about_but_planned(
+    tmp_path: Path,
+) -> None:
+    """1,100 frames at the planned rate per frame are more than any Kimi context
+    holds: the plan warns (it is an estimate, so the row still counts as sendable);
+    a short frame list and a video URL of unknown length raise no warning."""
+    frames = [f"https://frames.example/{i}.jpg" for i in range(1100)]
+    rows = [
+        {"id": "long", "frames": json.dumps(frames)},
+        {"id": "short", "frames": json.dumps(frames[:8])},
+        {"id": "url", "video": "https://videos.example/archive.mp4"},
+    ]
+    for row in rows:
+        row.setdefault("frames", "")
+        row.setdefault("video", "")
+    manifest = write_manifest(tmp_path / "in", rows)
+    code, text = invoke(
+        "plan",
+        "-i",
+        str(manifest),
+        "-o",
+        str(tmp_path / "out"),
+        "--prompt",
+        "?",
+        "-m",
+        "kimi-k2.5",
+        "--json",
+    )
+    assert code == 0, text
+    plan = json.loads(text)
+    assert (plan["to_send"], plan["problem_count"], plan["warning_count"]) == (3, 0, 1)
+    (warning,) = plan["warnings"]
+    assert (warning["row"], warning["id"], warning["limit"]) == (1, "long", 260_096)
+    assert "kimi-k2.5's maximum input of 260,096" in warning["message"]
+    code, text = invoke(
+        "plan",
+        "-i",
+        str(manifest),
+        "-o",
+        str(tmp_path / "out"),
+        "--prompt",
+        "?",
+        "-m",
+        "kimi-k2.5",
+    )
+    assert 'warning row 1 (id "long")' in " ".join(text.split())
