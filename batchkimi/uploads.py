@@ -5,12 +5,18 @@ file too large for a data URL, up to 100 MB.
 by multipart form POST to the policy's ``upload_host`` (no Authorization header: the
 policy is the credential); the request then names it ``oss://<upload_dir>/<name>``.
 One policy serves many files until it nears expiry, and is renewed then, or at once if
-the store answers that it expired. Objects are bound to the model named in getPolicy.
+the store answers that it expired; rows that need a policy at the same moment wait for
+one request rather than each asking. Objects are bound to the model named in
+getPolicy and live 48 hours, so a file asked about in several rows is uploaded once.
+A getPolicy refusal is classified like any answer of the service: a bad key or an
+account in arrears stops the run, as it would at the first request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,18 +25,40 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from batchkimi import USER_AGENT
+from batchkimi.api.base import error_fields, load_json
+from batchkimi.api.failures import classify_failure
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
+from batchkimi.records import Failure
 
 RENEW_MARGIN_S = 15.0  # a policy this close to expiry is renewed, not used
+#: FACTS §5: a temporary file lives 48 hours; reuse an upload for a little less
+UPLOAD_REUSE_S = 47 * 3600.0
+UPLOADS_REMEMBERED = 4_096  # recent uploads kept for reuse: memory stays bounded
+UPLOAD_FAILED = "upload_failed"
+
+_FileKey = tuple[str, str, int, int]  # model, path, size, mtime
 
 
 class UploadError(Exception):
-    """An upload that failed; ``transient`` when trying again later may work."""
+    """An upload that failed, classified: try again later (``transient``), give up on
+    the row (``row``), or stop the run (``fatal``, the account was refused)."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+    @property
+    def transient(self) -> bool:
+        return self.failure.kind == "transient"
+
+
+def _upload_failure(status: int | None, message: str) -> UploadError:
+    """A failed form POST to the store: worth retrying on 5xx, 429 and lost
+    connections; otherwise the store refused this file."""
+    retry = status is None or status >= 500 or status == 429
+    kind = "transient" if retry else "row"
+    return UploadError(Failure(kind, UPLOAD_FAILED, message, status))
 
 
 @dataclass(slots=True)
@@ -55,6 +83,10 @@ class TemporaryUploader:
         self._policy_url = f"{api_base.rstrip('/')}/uploads"
         self._clock = clock
         self._policies: dict[str, _Policy] = {}
+        self._policy_locks: dict[str, asyncio.Lock] = {}
+        #: (model, path, size, mtime) -> (oss URL, when it was uploaded), newest last
+        self._uploaded: OrderedDict[_FileKey, tuple[str, float]] = OrderedDict()
+        self._in_flight: dict[_FileKey, asyncio.Future[str]] = {}
         self._http = httpx.AsyncClient(
             transport=transport or AiohttpTransport(trust_env=False),
             timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -68,31 +100,56 @@ class TemporaryUploader:
         await self._http.aclose()
 
     async def upload(self, model: str, path: Path, mime: str) -> str:
-        """Upload ``path`` for ``model``; its ``oss://`` URL."""
-        for fresh in (False, True):
-            policy = await self._policy(model, renew=fresh)
+        """Upload ``path`` for ``model``; its ``oss://`` URL. Rows asking for the same
+        file at once share one upload; later rows reuse it while it lives."""
+        facts = await asyncio.to_thread(path.stat)
+        key = (model, str(path), facts.st_size, facts.st_mtime_ns)
+        done = self._uploaded.get(key)
+        if done is not None and self._clock.monotonic() - done[1] < UPLOAD_REUSE_S:
+            return done[0]
+        pending = self._in_flight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._upload(model, path, mime))
+            self._in_flight[key] = pending
+            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        url = await asyncio.shield(pending)  # one row cancelled cancels no other's
+        self._uploaded[key] = (url, self._clock.monotonic())
+        self._uploaded.move_to_end(key)
+        while len(self._uploaded) > UPLOADS_REMEMBERED:
+            self._uploaded.popitem(last=False)
+        return url
+
+    async def _upload(self, model: str, path: Path, mime: str) -> str:
+        stale: _Policy | None = None
+        for _ in range(2):
+            policy = await self._policy(model, stale=stale)
             response = await self._post(policy.data, path, mime)
             if response.status_code == 200:
                 return f"oss://{self._key_for(policy.data, path)}"
             expired = response.status_code == 403 and b"expired" in response.content
             if not expired:
                 break
-        transient = response.status_code >= 500 or response.status_code == 429
+            stale = policy
         msg = (
             f"the temporary upload of {path.name} failed: HTTP {response.status_code} "
             f"{response.text[:200]}"
         )
-        raise UploadError(msg, transient=transient)
+        raise _upload_failure(response.status_code, msg)
 
-    async def _policy(self, model: str, *, renew: bool) -> _Policy:
+    async def _policy(self, model: str, *, stale: _Policy | None = None) -> _Policy:
+        """The model's policy: the cached one while it has time left and is not
+        ``stale`` (refused by the store), else a new one, asked for once however
+        many rows are waiting for it."""
+        lock = self._policy_locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            cached = self._policies.get(model)
+            left = cached.expires_at - self._clock.monotonic() if cached else 0.0
+            if cached is not None and cached is not stale and left > RENEW_MARGIN_S:
+                return cached
+            return await self._fetch_policy(model)
+
+    async def _fetch_policy(self, model: str) -> _Policy:
         now = self._clock.monotonic()
-        cached = self._policies.get(model)
-        if (
-            cached is not None
-            and not renew
-            and cached.expires_at - now > RENEW_MARGIN_S
-        ):
-            return cached
         try:
             response = await self._http.get(
                 self._policy_url,
@@ -104,7 +161,7 @@ class TemporaryUploader:
             )
         except httpx.HTTPError as exc:
             msg = f"cannot get an upload policy: {type(exc).__name__}"
-            raise UploadError(msg, transient=True) from None
+            raise UploadError(classify_failure(None, "connection_error", msg)) from None
         data = _policy_data(response)
         policy = _Policy(data, now + float(data.get("expire_in_seconds") or 300))
         self._policies[model] = policy
@@ -140,25 +197,31 @@ class TemporaryUploader:
                 )
         except httpx.HTTPError as exc:
             msg = f"the temporary upload of {path.name} failed: {type(exc).__name__}"
-            raise UploadError(msg, transient=True) from None
+            raise _upload_failure(None, msg) from None
 
 
 def _policy_data(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    """The policy in a getPolicy answer; a refusal is classified as the service's
+    errors are (a bad key is fatal, a 5xx transient), and otherwise fails the row."""
+    body = load_json(response.content)
     data = body.get("data") if isinstance(body, dict) else None
     needed = ("policy", "signature", "upload_dir", "upload_host", "oss_access_key_id")
     if (
-        response.status_code != 200
-        or not isinstance(data, dict)
-        or not all(isinstance(data.get(k), str) for k in needed)
+        response.status_code == 200
+        and isinstance(data, dict)
+        and all(isinstance(data.get(k), str) for k in needed)
     ):
-        code = body.get("code") if isinstance(body, dict) else None
-        msg = f"cannot get an upload policy: HTTP {response.status_code}" + (
-            f" {code}" if code else ""
+        return data
+    code, message = error_fields(body)
+    detail = f"HTTP {response.status_code}" + (f" {code}: {message}" if code else "")
+    failure = classify_failure(
+        response.status_code,
+        code,
+        f"cannot get an upload policy: {detail}",
+        request_id=response.headers.get("x-request-id"),
+    )
+    if failure.kind != "fatal":  # the row's error says which step failed
+        failure = Failure(
+            failure.kind, UPLOAD_FAILED, failure.message, failure.http_status
         )
-        transient = response.status_code >= 500 or response.status_code == 429
-        raise UploadError(msg, transient=transient)
-    return data
+    raise UploadError(failure)

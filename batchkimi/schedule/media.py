@@ -28,7 +28,7 @@ from batchkimi.media.preflight import (
 )
 from batchkimi.media.probe import ProbeError
 from batchkimi.records import Failure, ImagePart, Message, Part, RowRequest, VideoPart
-from batchkimi.uploads import TemporaryUploader, UploadError
+from batchkimi.uploads import UPLOAD_FAILED, TemporaryUploader, UploadError
 
 
 class MediaPreparer:
@@ -58,9 +58,7 @@ class MediaPreparer:
                 ]
                 messages.append(dataclasses.replace(message, parts=tuple(parts)))
         except UploadError as exc:
-            return Failure(
-                "transient" if exc.transient else "row", "upload_failed", str(exc), None
-            )
+            return exc.failure
         except (ProbeError, OSError) as exc:
             return Failure("row", "invalid_media", f"{exc}", None)
         return dataclasses.replace(checked, messages=tuple(messages))
@@ -117,7 +115,7 @@ class MediaPreparer:
     async def _upload(self, model: str, url: str, mime: str) -> str:
         if self.uploader is None:  # preflight routes uploads to the native API only
             msg = "the temporary upload needs the native API (--api dashscope)"
-            raise UploadError(msg, transient=False)
+            raise UploadError(Failure("row", UPLOAD_FAILED, msg, None))
         return await self.uploader.upload(model, local_path(url), mime)
 
 

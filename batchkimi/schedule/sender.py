@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from batchkimi.api.base import HttpCall, WireProtocol
 from batchkimi.catalogue import get_model
@@ -28,6 +29,8 @@ from batchkimi.schedule.retry import (
     WaitWithRetryAfter,
     build_retrying,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,19 +164,10 @@ class RowSender:
 
     async def process(self, request: RowRequest) -> RowResult:
         started_at = self.clock.wall().isoformat()
-        if self.media is not None:
-            prepared = await self.media.prepare(request)
-            if isinstance(prepared, Failure):
-                return self._unsent(request, prepared, started_at)
-            request = prepared
-        call = self.protocol.build(
-            request, self.settings.base_url, stream=self.settings.stream
-        )
         retries: Counter[str] = Counter()
-        attempts = 0
-        exchange: Exchange | None = None
-        tokens = self._tokens_to_reserve(request)
         waited = [0.0]  # seconds paced by the limits or backing off between attempts
+        attempts = 0
+        wait = WaitWithRetryAfter(BACKOFF_BASE_S, BACKOFF_CAP_S, self.rng)
 
         async def backoff(seconds: float) -> None:
             waited[0] += seconds
@@ -184,18 +178,41 @@ class RowSender:
             if self.on_retry is not None:
                 self.on_retry(request, exc, attempts)
 
+        def unsent(failure: Failure) -> RowResult:
+            return self._unsent(request, failure, started_at, retries, waited[0])
+
+        if self.media is not None:
+            # local media made sendable (an upload may fail and be tried again, with
+            # the backoff of a request, up to max_attempts)
+            for tries in range(1, self.settings.max_attempts + 1):
+                try:
+                    prepared = _raise_unless_row(await self.media.prepare(request))
+                except TransientError as exc:
+                    if tries == self.settings.max_attempts:
+                        return unsent(_gave_up(exc, tries, "tries"))
+                    count_retry(exc)
+                    await backoff(wait.delay(tries, exc))
+                    continue
+                if isinstance(prepared, Failure):
+                    return unsent(prepared)
+                request = prepared
+                break
+        call = self.protocol.build(
+            request, self.settings.base_url, stream=self.settings.stream
+        )
+        exchange: Exchange | None = None
+        tokens = self._tokens_to_reserve(request)
         failure: Failure | None = None
         try:
             # The first attempt runs without a retry controller: most rows need no
             # other, and building one per row is a measurable share of a fast run.
             attempts = 1
             exchange = await self._paced_send(request, call, tokens, waited)
-            failure = _raise_unless_row(exchange)
+            failure = _row_failure(exchange)
         except TransientError as first:
             failure = _gave_up(first, attempts)
             if self.settings.max_attempts > 1:
                 count_retry(first)
-                wait = WaitWithRetryAfter(BACKOFF_BASE_S, BACKOFF_CAP_S, self.rng)
                 await backoff(wait.delay(1, first))
                 retrying = build_retrying(
                     max_attempts=self.settings.max_attempts,
@@ -212,7 +229,7 @@ class RowSender:
                             exchange = await self._paced_send(
                                 request, call, tokens, waited
                             )
-                            failure = _raise_unless_row(exchange)
+                            failure = _row_failure(exchange)
                 except TransientError as exc:
                     failure = _gave_up(exc, attempts)
         result = RowResult(
@@ -242,7 +259,12 @@ class RowSender:
         return result
 
     def _unsent(
-        self, request: RowRequest, failure: Failure, started_at: str
+        self,
+        request: RowRequest,
+        failure: Failure,
+        started_at: str,
+        retries: Counter[str],
+        waited_s: float,
     ) -> RowResult:
         """A row whose media could not be made ready: nothing was sent."""
         return RowResult(
@@ -250,9 +272,13 @@ class RowSender:
             status=RowStatus.ERROR,
             model=request.model,
             api=self.protocol.name,
+            attempts=0,
             error_code=failure.code,
             error_message=failure.message,
+            http_status=failure.http_status,
             retryable=failure.kind == "transient",
+            retries=dict(retries),
+            wait_ms=round(waited_s * 1000, 3),
             started_at=started_at,
             finished_at=self.clock.wall().isoformat(),
         )
@@ -281,32 +307,38 @@ class RowSender:
             )
 
 
-def _gave_up(exc: TransientError, attempts: int) -> Failure:
+def _gave_up(exc: TransientError, attempts: int, what: str = "attempts") -> Failure:
     return Failure(
         kind="transient",
         code=exc.code,
-        message=f"gave up after {attempts} attempts: {exc.message}",
+        message=f"gave up after {attempts} {what}: {exc.message}",
         http_status=exc.http_status,
         request_id=exc.request_id,
     )
 
 
-def _raise_unless_row(exchange: Exchange) -> Failure | None:
-    """Raise transient and fatal failures; return a row failure; None if answered."""
-    failure = exchange.result
-    if not isinstance(failure, Failure):
-        return None
-    if failure.kind == "transient":
+def _row_failure(exchange: Exchange) -> Failure | None:
+    """A failure of the row alone, or None when answered; others are raised."""
+    outcome = _raise_unless_row(exchange.result)
+    return outcome if isinstance(outcome, Failure) else None
+
+
+def _raise_unless_row(outcome: T) -> T:
+    """Raise transient and fatal failures; return anything else (an answer, a
+    request made ready, or a failure of the row alone) as it is."""
+    if not isinstance(outcome, Failure):
+        return outcome
+    if outcome.kind == "transient":
         raise TransientError(
-            failure.code,
-            failure.message,
-            http_status=failure.http_status,
-            budget=failure.budget,
-            retry_after_s=failure.retry_after_s,
-            request_id=failure.request_id,
+            outcome.code,
+            outcome.message,
+            http_status=outcome.http_status,
+            budget=outcome.budget,
+            retry_after_s=outcome.retry_after_s,
+            request_id=outcome.request_id,
         )
-    if failure.kind == "fatal":
+    if outcome.kind == "fatal":
         raise FatalApiError(
-            failure.code, failure.message, http_status=failure.http_status
+            outcome.code, outcome.message, http_status=outcome.http_status
         )
-    return failure
+    return outcome

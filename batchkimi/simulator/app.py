@@ -182,6 +182,10 @@ class SimulatorApp:
             )
             return
         log.model = model
+        fault = self.behaviour.scripted("getPolicy")
+        if fault is not None and fault.code:
+            await self._error(send, log, fault.code)
+            return
         host = headers.get("host") or "127.0.0.1"
         data = self.uploads.issue_policy(model, f"http://{host}{_UPLOAD_FORM_PATH}")
         body = wire.dumps({"request_id": log.request_id, "data": data})
@@ -191,7 +195,10 @@ class SimulatorApp:
         self, headers: dict[str, str], body: bytes, log: LoggedRequest, send: Send
     ) -> None:
         log.api = "oss"
+        fault = self.behaviour.scripted("oss")
         try:
+            if fault is not None and fault.code:  # the store's own failure, as XML
+                _raise_store_error(fault.code)
             key = self.uploads.accept(headers.get("content-type", ""), body)
         except UploadError as exc:
             log.fault = exc.code
@@ -540,3 +547,8 @@ async def _start(
 
 async def _chunk(send: Send, data: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+def _raise_store_error(code: str) -> None:
+    spec = ERRORS[code]
+    raise UploadError(spec.status, code, spec.message)

@@ -112,6 +112,13 @@ class Behaviour:
             return Fault("stall", seconds=self.stall_s)
         return None
 
+    def scripted(self, target: str) -> Fault | None:
+        """The next fault queued for ``target`` alone: the upload steps
+        (``"getPolicy"``, ``"oss"``) have queues of their own, never drawn from rates
+        or from ``"*"``, so scripting generation faults leaves uploads alone."""
+        queue = self.scripts.get(target)
+        return queue.popleft() if queue else None
+
     def first_byte_delay_s(self) -> float:
         if self.ttft_ms <= 0:
             return 0.0

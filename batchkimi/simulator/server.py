@@ -97,5 +97,7 @@ class SimulatorServer:
         self.app.reset(Behaviour(seed=seed, **knobs))
 
     def script(self, model: str, faults: list[Fault]) -> None:
-        """Queue faults for the next requests to ``model`` (``"*"``: any model)."""
+        """Queue faults for the next requests to ``model`` (``"*"``: any model), or
+        for the upload steps: ``"getPolicy"`` and ``"oss"`` (the form POST), whose
+        ``error(code)`` faults answer as the service and the store would."""
         self.app.behaviour.scripts.setdefault(model, deque()).extend(faults)

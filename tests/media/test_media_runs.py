@@ -16,7 +16,7 @@ from PIL import Image
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
 from batchkimi.media.samples import make_image, make_video
-from batchkimi.simulator import SimulatorServer
+from batchkimi.simulator import SimulatorServer, error
 from batchkimi.uploads import TemporaryUploader
 from tests.helpers import make_spec, read_results, run
 
@@ -175,6 +175,7 @@ def test_an_expired_policy_is_renewed_and_the_upload_retried(
 
     simulator.reset(seed=1, policy_expire_s=0.3)
     picture = make_image(tmp_path / "p.png", 32, 32)
+    another = make_image(tmp_path / "q.png", 32, 32)
 
     async def go() -> list[str]:
         # a clock that never moves: the uploader believes its policy is fresh, so
@@ -185,7 +186,7 @@ def test_an_expired_policy_is_renewed_and_the_upload_retried(
         try:
             first = await uploader.upload("kimi-k2.6", picture, "image/png")
             await asyncio.sleep(0.4)
-            second = await uploader.upload("kimi-k2.6", picture, "image/png")
+            second = await uploader.upload("kimi-k2.6", another, "image/png")
             return [first, second, str(uploader.policies_fetched)]
         finally:
             await uploader.aclose()
@@ -249,3 +250,93 @@ def test_problem_media_fails_its_row_alone_naming_row_file_and_limit(
     assert by_id["junk"].startswith('row 6 (id "junk"), column "image": data:')
     assert "cannot be read as an image. Check that it is whole" in by_id["junk"]
     assert len(generations(simulator)) == 1  # only the good row was sent
+
+
+def test_a_failed_upload_is_tried_again_within_the_run(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """The store answers 500 twice, getPolicy 503 once: the row backs off and tries
+    again, as a request would, and its retries say why."""
+    big_video(tmp_path / "in", 9 * 2**20)
+    simulator.script("oss", [error("InternalError"), error("InternalError")])
+    simulator.script("getPolicy", [error("ModelServingError")])
+    rows = [{"id": "a", "video": "big.mp4"}]
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=rows,
+        api="dashscope",
+        prompt="Caption.",
+        max_attempts=5,
+    )
+    assert run(spec).exit_code == 0
+    results = read_results(spec)
+    assert results["status"].to_list() == ["ok"]
+    assert json.loads(results["retries"][0]) == {"upload_failed": 3}
+    assert results["attempts"].to_list() == [1]  # the request itself, once
+    assert results["wait_ms"][0] > 0
+    stored = [r for r in simulator.requests if r.api == "oss" and r.status == 200]
+    assert len(stored) == 1
+
+
+def test_uploads_that_keep_failing_leave_the_row_retryable(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    big_video(tmp_path / "in", 9 * 2**20)
+    simulator.script("oss", [error("InternalError")] * 3)
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=[{"id": "a", "video": "big.mp4"}],
+        api="dashscope",
+        prompt="Caption.",
+        max_attempts=3,
+    )
+    assert run(spec).exit_code == 1
+    results = read_results(spec)
+    assert results["error_code"].to_list() == ["upload_failed"]
+    assert "gave up after 3 tries" in results["error_message"][0]
+    assert results["retryable"].to_list() == [True]
+    assert generations(simulator) == []  # nothing was asked without its video
+    assert run(spec).exit_code == 0  # the next run sends it, unasked
+    assert read_results(spec)["status"].to_list() == ["ok"]
+
+
+def test_a_refused_key_at_get_policy_stops_the_run_with_exit_5(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    big_video(tmp_path / "in", 9 * 2**20)
+    simulator.reset(seed=1, api_keys=frozenset({"sk-some-other-key"}))
+    rows = [{"id": f"v{i}", "video": "big.mp4", "n": str(i)} for i in range(6)]
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=rows,
+        api="dashscope",
+        prompt="Caption {n}.",
+        concurrency=2,
+    )
+    outcome = run(spec)
+    assert outcome.exit_code == 5
+    assert outcome.fatal is not None and outcome.fatal.code == "InvalidApiKey"
+    policies = [r for r in simulator.requests if r.api == "upload"]
+    assert len(policies) <= 2  # stopped at once, not once per row
+
+
+def test_one_file_in_several_rows_is_uploaded_once(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    big_video(tmp_path / "in", 9 * 2**20)
+    rows = [{"id": f"q{i}", "video": "big.mp4", "n": str(i)} for i in range(4)]
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=rows,
+        api="dashscope",
+        prompt="Question {n} about this video.",
+        concurrency=4,
+    )
+    assert run(spec).exit_code == 0
+    stored = [r for r in simulator.requests if r.api == "oss"]
+    assert len(stored) == 1
+    assert len({url_of(wire_parts(r.body)[0]) for r in generations(simulator)}) == 1
