@@ -91,17 +91,16 @@ def latency(frame: pl.DataFrame) -> str:
                 axes.hist(values.to_list(), bins=40, color=ACCENT)
                 p50 = float(values.quantile(0.5) or 0.0)
                 p99 = float(values.quantile(0.99) or 0.0)
-                for mark, label in ((p50, "p50"), (p99, "p99")):
-                    axes.axvline(mark, color=FAILED, linestyle="--", linewidth=1)
-                    axes.annotate(
-                        f"{label} {mark:,.0f} ms",
-                        (mark, 1),
-                        xycoords=("data", "axes fraction"),
-                        rotation=90,
-                        va="top",
-                        ha="right",
-                        fontsize=8,
+                # marked in a legend, not written over the bars they would hide
+                for mark, label, style in ((p50, "p50", "--"), (p99, "p99", ":")):
+                    axes.axvline(
+                        mark,
+                        color=FAILED,
+                        linestyle=style,
+                        linewidth=1.2,
+                        label=f"{label} {mark:,.0f} ms",
                     )
+                axes.legend(frameon=False, loc="upper right", fontsize=8)
                 axes.set_xlabel("milliseconds")
                 axes.set_ylabel("requests")
             axes.set_title(title, loc="left")
