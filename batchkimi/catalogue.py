@@ -107,6 +107,25 @@ def check_usable(name: str) -> ModelInfo:
     return info
 
 
+def check_output_limits(
+    info: ModelInfo, parameters: dict[str, Any]
+) -> tuple[str, str] | None:
+    """(parameter, why) when a request asks for more output than the model gives,
+    a limit the service answers with 400 "Range of max_tokens should be …" (FACTS
+    §3.2, §6.2); None when it fits or the model's limit is not documented."""
+    for name, limit, what in (
+        ("max_tokens", info.max_output_tokens, "maximum output"),
+        ("thinking_budget", info.max_reasoning_tokens, "longest chain of thought"),
+    ):
+        value = parameters.get(name)
+        if limit is not None and isinstance(value, int) and value > limit:
+            return name, (
+                f"{name} = {value:,} is over {info.name}'s {what} of {limit:,} "
+                "tokens; the service refuses such a request"
+            )
+    return None
+
+
 def check_thinking(info: ModelInfo, enable_thinking: bool | None) -> str | None:
     """Why this thinking setting cannot be sent to this model, or None if it can."""
     if enable_thinking is False and info.thinking == "always":

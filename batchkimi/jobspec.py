@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchkimi.catalogue import check_thinking, check_usable, get_model
+from batchkimi.catalogue import (
+    check_output_limits,
+    check_thinking,
+    check_usable,
+    get_model,
+)
 from batchkimi.errors import ConfigError
 from batchkimi.regions import APIS, api_base, base_url_for, resolve_region
 
@@ -317,6 +322,10 @@ def validate(spec: JobSpec) -> None:
     problem = check_thinking(info, spec.thinking)
     if problem:
         raise ConfigError(problem)
+    too_much = check_output_limits(info, dict(spec.parameters))
+    if too_much is not None:
+        msg = f"{too_much[1]}. Lower {too_much[0]} under [parameters]"
+        raise ConfigError(msg)
     _check_number("concurrency", spec.concurrency, 1, 4096)
     _check_number("max_attempts", spec.max_attempts, 1, 100)
     _check_number("timeout_s", spec.timeout_s, 1, 86_400)

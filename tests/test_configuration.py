@@ -52,6 +52,14 @@ def test_a_misspelt_key_is_named_with_the_known_ones(tmp_path: Path) -> None:
         ({"parameters": {"top_k": 5}}, "not a request parameter"),
         ({"columns": {"reveiw": "x"}}, "not a manifest column role"),
         ({"api": "anthropic"}, "choose openai"),
+        (
+            {"model": "kimi-k2.5", "parameters": {"max_tokens": 40_000}},
+            "max_tokens = 40,000 is over kimi-k2.5's maximum output of 32,768",
+        ),
+        (
+            {"model": "kimi-k2.5", "parameters": {"thinking_budget": 50_000}},
+            "longest chain of thought of 32,768",
+        ),
     ],
 )
 def test_bad_settings_are_config_errors_that_say_the_fix(
@@ -125,7 +133,8 @@ def test_a_missing_key_says_how_to_set_it_or_simulate() -> None:
 
 
 def test_catalogue_and_simulator_transcriptions_agree() -> None:
-    """Two independent readings of FACTS §1.1 and §6.1: a slip in one is caught here."""
+    """Two independent readings of FACTS §1.1, §6.1 and §6.2: a slip in one is caught
+    here."""
     catalogue = load_catalogue()
     assert set(catalogue) == set(SIMULATED)
     for name, info in catalogue.items():
@@ -134,3 +143,6 @@ def test_catalogue_and_simulator_transcriptions_agree() -> None:
         assert info.thinking == sim.thinking, name
         assert info.is_retired == sim.retired, name
         assert (info.rpm, info.tpm) == (sim.rpm, sim.tpm), name
+        assert info.max_output_tokens == sim.max_output, name
+        assert info.max_input_tokens == sim.max_input, name
+        assert info.max_input_tokens_thinking == sim.max_input_thinking, name

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from batchkimi.catalogue import ModelInfo, check_thinking, check_usable
+from batchkimi.catalogue import (
+    ModelInfo,
+    check_output_limits,
+    check_thinking,
+    check_usable,
+)
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.jobspec import COLUMN_ROLES, PARAMETERS, JobSpec, check_parameter
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
@@ -162,6 +167,18 @@ class RequestBuilder:
                 "Use kimi-k2.6 or kimi-k2.5 for images and video",
             )
         parameters = self._parameters(row)
+        too_much = check_output_limits(info, dict(parameters))
+        if too_much is not None:
+            name, problem = too_much
+            # the row's own value, else the job's value meeting the row's model
+            from_row = name in _OVERRIDES and not _is_blank(self.value(row, name))
+            column = self.col(name) if from_row else self.col("model")
+            raise _RowError(
+                "invalid_value",
+                column,
+                problem,
+                f"Lower {name}, or choose a model that gives more",
+            )
         return RowRequest(
             index=index,
             row_id=row_id,

@@ -250,6 +250,22 @@ class SimulatorApp:
             )
         if thinking is True and model.thinking == "never":
             return "InvalidParameter", "This model does not support enable_thinking."
+        params = request.get("parameters", request)  # native nests them
+        cap = params.get("max_tokens") if isinstance(params, dict) else None
+        limit = model.max_output
+        if limit is not None and isinstance(cap, int) and not 1 <= cap <= limit:
+            # FACTS §3.2: "Range of max_tokens should be …"
+            return "InvalidParameter", f"Range of max_tokens should be [1, {limit}]"
+        return None
+
+    @staticmethod
+    def _input_too_long(model: str, tokens: int, thinking: bool | None) -> str | None:
+        """FACTS §6.2: input over the model's maximum is refused, naming it."""
+        info = MODELS[model]
+        thinks = thinking if thinking is not None else info.thinking == "always"
+        limit = (info.max_input_thinking if thinks else None) or info.max_input
+        if limit is not None and tokens > limit:
+            return f"Range of input length should be [1, {limit}]"
         return None
 
     def _answer(
@@ -441,6 +457,9 @@ class SimulatorApp:
     ) -> None:
         """Admit, then answer in the request's API and mode, with any fault drawn."""
         answer = self._answer(model, messages, params, thinking)
+        if too_long := self._input_too_long(model, answer.input_tokens, thinking):
+            await self._error(send, log, "InvalidParameter", too_long)
+            return
         log.input_tokens, log.output_tokens = answer.input_tokens, answer.output_tokens
         throttle = self.limiter.admit(
             model, answer.input_tokens + answer.output_tokens, time.monotonic()

@@ -19,14 +19,28 @@ class SimModel:
     retired: bool = False
     rpm: int = 500  # FACTS §6.1
     tpm: int = 1_000_000
+    # FACTS §6.2, where documented (None: not documented, so not enforced)
+    max_input: int | None = None
+    max_input_thinking: int | None = None
+    max_output: int | None = None
 
 
 MODELS: dict[str, SimModel] = {
     "kimi-k2.7-code": SimModel(MULTIMODAL, "always"),
     "kimi-k2.6": SimModel(MULTIMODAL, "hybrid"),
-    "kimi-k2.5": SimModel(MULTIMODAL, "hybrid"),
-    "kimi-k2-thinking": SimModel(TEXT, "always", retired=True),
-    "Moonshot-Kimi-K2-Instruct": SimModel(TEXT, "never", retired=True),
+    "kimi-k2.5": SimModel(
+        MULTIMODAL,
+        "hybrid",
+        max_input=260_096,
+        max_input_thinking=258_048,
+        max_output=32_768,
+    ),
+    "kimi-k2-thinking": SimModel(
+        TEXT, "always", retired=True, max_input=229_376, max_output=16_384
+    ),
+    "Moonshot-Kimi-K2-Instruct": SimModel(
+        TEXT, "never", retired=True, max_input=131_072, max_output=8_192
+    ),
 }
 
 

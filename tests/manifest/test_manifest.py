@@ -129,6 +129,25 @@ def test_mapped_columns_and_per_row_overrides(tmp_path: Path) -> None:
     assert (second.column, second.code) == ("temp", "invalid_value")
 
 
+def test_asking_more_output_than_the_rows_model_gives_is_that_rows_error(
+    tmp_path: Path,
+) -> None:
+    """kimi-k2.5 answers at most 32,768 tokens (FACTS §6.2); the service refuses more.
+    The row's own max_tokens is named; a job-wide value meeting a row's model names
+    the model column. A model whose limit is not documented is not held to one."""
+    rows = [
+        {"prompt": "a", "model": "kimi-k2.5", "max_tokens": "40000"},
+        {"prompt": "b", "model": "kimi-k2.5", "max_tokens": ""},
+        {"prompt": "c", "model": "kimi-k2.6", "max_tokens": ""},
+    ]
+    manifest, built = builder(tmp_path, rows, parameters={"max_tokens": 33_000})
+    own, jobs, undocumented = build_all(manifest, built)
+    assert isinstance(own, RowProblem) and own.column == "max_tokens"
+    assert "max_tokens = 40,000 is over kimi-k2.5's maximum output" in own.message
+    assert isinstance(jobs, RowProblem) and jobs.column == "model"
+    assert isinstance(undocumented, RowRequest)
+
+
 def test_thinking_off_for_a_thinking_only_model_is_a_row_error(tmp_path: Path) -> None:
     rows = [{"prompt": "x", "model": "kimi-k2.7-code", "enable_thinking": "false"}]
     manifest, built = builder(tmp_path, rows)

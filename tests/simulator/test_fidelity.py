@@ -260,3 +260,46 @@ def test_bad_knob_values_are_refused(knob: str) -> None:
 
     result = CliRunner().invoke(cli, ["simulator", *knob.split()])
     assert result.exit_code == 2
+
+
+def test_more_output_than_the_model_gives_is_refused_with_the_range(
+    simulator: SimulatorServer,
+) -> None:
+    """FACTS §3.2 and §6.2: kimi-k2.5 answers at most 32,768 tokens; asking more is a
+    400 InvalidParameter naming the range, in both APIs. kimi-k2.6 has no documented
+    limit, so the simulator holds it to none."""
+    native = post(simulator, NATIVE_MM, native_body("kimi-k2.5", max_tokens=40_000))
+    assert native.status_code == 400
+    assert native.json()["code"] == "InvalidParameter"
+    assert native.json()["message"] == "Range of max_tokens should be [1, 32768]"
+    compat = post(
+        simulator,
+        COMPAT,
+        {
+            "model": "kimi-k2.5",
+            "max_tokens": 40_000,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    )
+    assert compat.status_code == 400
+    assert compat.json()["error"]["code"] == "invalid_parameter_error"
+    assert "Range of max_tokens" in compat.json()["error"]["message"]
+    fine = post(simulator, NATIVE_MM, native_body("kimi-k2.6", max_tokens=40_000))
+    assert fine.status_code == 200
+
+
+@pytest.mark.parametrize(("thinking", "limit"), [(False, 260_096), (True, 258_048)])
+def test_input_over_the_models_maximum_is_refused_with_the_range(
+    simulator: SimulatorServer, thinking: bool, limit: int
+) -> None:
+    """FACTS §6.2: 'Range of input length should be [1, N]', N the model's maximum
+    input, which is smaller when kimi-k2.5 thinks."""
+    text = "word " * limit  # five characters a word: a quarter over the limit
+    body = native_body("kimi-k2.5", enable_thinking=thinking)
+    body["input"]["messages"][0]["content"] = [{"text": text}]
+    response = post(simulator, NATIVE_MM, body)
+    assert response.status_code == 400
+    assert response.json()["code"] == "InvalidParameter"
+    assert response.json()["message"] == f"Range of input length should be [1, {limit}]"
+    short = post(simulator, NATIVE_MM, native_body("kimi-k2.5"))
+    assert short.status_code == 200
