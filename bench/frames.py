@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, measure, simulator
+from harness import batchkimi_run, bench_env, measure, simulator
 
 from batchkimi.media.samples import make_video
 
@@ -83,30 +83,14 @@ def main() -> None:
     with simulator(core=0) as url, tempfile.TemporaryDirectory() as tmp:
         env = bench_env(str(Path(tmp) / "state"))
         bare = [sys.executable, "-c", BARE_LOOP, str(archive)]
-        run = [
-            sys.executable,
-            "-m",
-            "batchkimi",
-            "run",
-            "-i",
-            str(archive / "*.mp4"),
-            "-o",
-            str(Path(tmp) / "out"),
-            "--prompt",
-            "Describe this video in one sentence.",
-            "--base-url",
+        run = batchkimi_run(
+            archive / "*.mp4",
+            Path(tmp) / "out",
             url,
-            "--video-frames",
-            "always",
-            "--no-stream",
-            "--concurrency",
-            str(args.concurrency),
-            "--rpm",
-            "0",
-            "--tpm",
-            "0",
-            "--quiet",
-        ]
+            *("--video-frames", "always", "--no-stream"),
+            *("--concurrency", str(args.concurrency)),
+            prompt="Describe this video in one sentence.",
+        )
         print(
             f"{args.videos} videos of {args.seconds:g} s (640x360, 25 fps), 2 frames "
             f"a second: {frames:,} frames; client on core 1, simulator on core 0"

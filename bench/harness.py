@@ -66,6 +66,24 @@ def measure(
     return Measured(float(wall), float(cpu), int(peak_kb) / 1024)
 
 
+def batchkimi_run(
+    manifest: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    url: str,
+    *options: str,
+    prompt: str,
+    unlimited: bool = True,
+) -> list[str]:
+    """The command of a quiet ``batchkimi run`` of ``manifest`` against ``url``; with
+    ``unlimited``, no rate budgets (the simulator enforces none unless told to)."""
+    limits = ("--rpm", "0", "--tpm", "0") if unlimited else ()
+    return [
+        *(sys.executable, "-m", "batchkimi", "run"),
+        *("-i", str(manifest), "-o", str(output), "--prompt", prompt),
+        *("--base-url", url, "--quiet", *limits, *options),
+    ]
+
+
 def bench_env(folder: str) -> dict[str, str]:
     """A placeholder key, and rate budgets kept apart from the user's own."""
     return {**os.environ, "DASHSCOPE_API_KEY": "sk-bench", "XDG_STATE_HOME": folder}

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, measure, simulator
+from harness import batchkimi_run, bench_env, measure, simulator
 
 LATENCY_S = 0.2
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
@@ -83,27 +83,13 @@ def main() -> None:
         pl.DataFrame({"id": ids, "review": [f"review {i}" for i in ids]}).write_csv(
             manifest
         )
-        run = [
-            sys.executable,
-            "-m",
-            "batchkimi",
-            "run",
-            "-i",
-            str(manifest),
-            "-o",
-            str(folder / "out"),
-            "--prompt",
-            _PROMPT,
-            "--base-url",
+        run = batchkimi_run(
+            manifest,
+            folder / "out",
             url,
-            "--concurrency",
-            str(args.concurrency),
-            "--rpm",
-            "0",
-            "--tpm",
-            "0",
-            "--quiet",
-        ]
+            *("--concurrency", str(args.concurrency)),
+            prompt=_PROMPT,
+        )
         measure(run, env=env, core=1)
         finished = pl.read_parquet(folder / "out" / "results.parquet")["finished_at"]
         ours = steady_rate([datetime.fromisoformat(t).timestamp() for t in finished])

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, simulator
+from harness import batchkimi_run, bench_env, simulator
 
 RPM, TPM = 500, 1_000_000
 
@@ -47,24 +46,14 @@ def manifest(folder: Path, name: str, rows: int) -> Path:
 def start_run(
     url: str, path: Path, out: Path, env: dict[str, str], *extra: str
 ) -> subprocess.Popen[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "batchkimi",
-        "run",
-        "-i",
-        str(path),
-        "-o",
-        str(out),
-        "--base-url",
+    command = batchkimi_run(
+        path,
+        out,
         url,
-        "--prompt",
-        "Label: {review}. Answer with one of: good, bad",
-        "--concurrency",
-        "64",
-        "--quiet",
-        *extra,
-    ]
+        *("--concurrency", "64", *extra),
+        prompt="Label: {review}. Answer with one of: good, bad",
+        unlimited=False,  # each scenario sets its own limits
+    )
     return subprocess.Popen(
         command,
         env=env,

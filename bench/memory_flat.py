@@ -10,12 +10,11 @@ and their ratio. Flat memory means a ratio near 1.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, measure, simulator
+from harness import batchkimi_run, bench_env, measure, simulator
 
 
 def manifest(folder: Path, rows: int) -> Path:
@@ -37,27 +36,14 @@ def main() -> None:
         folder = Path(tmp)
         runs = []
         for rows in sizes:
-            command = [
-                sys.executable,
-                "-m",
-                "batchkimi",
-                "run",
-                "-i",
-                str(manifest(folder, rows)),
-                "-o",
-                str(folder / f"out{rows}"),
-                "--base-url",
+            command = batchkimi_run(
+                manifest(folder, rows),
+                folder / f"out{rows}",
                 url,
                 "--concurrency",
                 "32",
-                "--prompt",
-                "Label: {review}. Answer with one of: good, bad",
-                "-q",
-                "--rpm",
-                "0",
-                "--tpm",
-                "0",  # the simulator here enforces no limits
-            ]
+                prompt="Label: {review}. Answer with one of: good, bad",
+            )
             runs.append(measure(command, env=bench_env(str(folder / "state"))))
     print("rows       peak RSS    wall     rows/s")
     for rows, run in zip(sizes, runs, strict=True):

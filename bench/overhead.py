@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, measure, simulator
+from harness import batchkimi_run, bench_env, measure, simulator
 
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
 
@@ -116,28 +116,13 @@ def main() -> None:
             str(folder / "bodies.json"),
             str(args.concurrency),
         ]
-        run = [
-            sys.executable,
-            "-m",
-            "batchkimi",
-            "run",
-            "-i",
-            str(manifest),
-            "-o",
-            str(folder / "out"),
-            "--prompt",
-            _PROMPT,
-            "--base-url",
+        run = batchkimi_run(
+            manifest,
+            folder / "out",
             url,
-            "--no-stream",
-            "--concurrency",
-            str(args.concurrency),
-            "--rpm",
-            "0",
-            "--tpm",
-            "0",
-            "--quiet",
-        ]
+            *("--no-stream", "--concurrency", str(args.concurrency)),
+            prompt=_PROMPT,
+        )
         print(
             f"{args.rows:,} requests, concurrency {args.concurrency}, "
             "client on core 1, zero-latency simulator on core 0"

@@ -115,33 +115,13 @@ def test_rows_over_the_models_input_limit_are_warned_about_but_planned(
         row.setdefault("frames", "")
         row.setdefault("video", "")
     manifest = write_manifest(tmp_path / "in", rows)
-    code, text = invoke(
-        "plan",
-        "-i",
-        str(manifest),
-        "-o",
-        str(tmp_path / "out"),
-        "--prompt",
-        "?",
-        "-m",
-        "kimi-k2.5",
-        "--json",
-    )
+    args = ("plan", "-i", str(manifest), "-o", str(tmp_path / "out"), "--prompt", "?")
+    code, text = invoke(*args, "-m", "kimi-k2.5", "--json")
     assert code == 0, text
     plan = json.loads(text)
     assert (plan["to_send"], plan["problem_count"], plan["warning_count"]) == (3, 0, 1)
     (warning,) = plan["warnings"]
     assert (warning["row"], warning["id"], warning["limit"]) == (1, "long", 260_096)
     assert "kimi-k2.5's maximum input of 260,096" in warning["message"]
-    code, text = invoke(
-        "plan",
-        "-i",
-        str(manifest),
-        "-o",
-        str(tmp_path / "out"),
-        "--prompt",
-        "?",
-        "-m",
-        "kimi-k2.5",
-    )
+    code, text = invoke(*args, "-m", "kimi-k2.5")
     assert 'warning row 1 (id "long")' in " ".join(text.split())

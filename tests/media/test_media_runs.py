@@ -15,6 +15,7 @@ from PIL import Image
 
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
+from batchkimi.jobspec import JobSpec
 from batchkimi.media.samples import make_image, make_video
 from batchkimi.simulator import SimulatorServer, error
 from batchkimi.uploads import TemporaryUploader
@@ -122,6 +123,20 @@ def big_video(folder: Path, size: int) -> Path:
     path = make_video(folder / "big.mp4", seconds=4)
     os.truncate(path, size)
     return path
+
+
+def upload_job(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    rows: list[dict[str, Any]],
+    prompt: str = "Caption.",
+    **overrides: Any,
+) -> JobSpec:
+    """A native captioning job over ``big.mp4`` (9 MB: the temporary upload's)."""
+    big_video(tmp_path / "in", 9 * 2**20)
+    return make_spec(
+        tmp_path, simulator, rows=rows, api="dashscope", prompt=prompt, **overrides
+    )
 
 
 def test_compat_sends_a_video_too_large_for_base64_as_extracted_frames(
@@ -257,18 +272,10 @@ def test_a_failed_upload_is_tried_again_within_the_run(
 ) -> None:
     """The store answers 500 twice, getPolicy 503 once: the row backs off and tries
     again, as a request would, and its retries say why."""
-    big_video(tmp_path / "in", 9 * 2**20)
     simulator.script("oss", [error("InternalError"), error("InternalError")])
     simulator.script("getPolicy", [error("ModelServingError")])
     rows = [{"id": "a", "video": "big.mp4"}]
-    spec = make_spec(
-        tmp_path,
-        simulator,
-        rows=rows,
-        api="dashscope",
-        prompt="Caption.",
-        max_attempts=5,
-    )
+    spec = upload_job(tmp_path, simulator, rows, max_attempts=5)
     assert run(spec).exit_code == 0
     results = read_results(spec)
     assert results["status"].to_list() == ["ok"]
@@ -282,16 +289,9 @@ def test_a_failed_upload_is_tried_again_within_the_run(
 def test_uploads_that_keep_failing_leave_the_row_retryable(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    big_video(tmp_path / "in", 9 * 2**20)
     simulator.script("oss", [error("InternalError")] * 3)
-    spec = make_spec(
-        tmp_path,
-        simulator,
-        rows=[{"id": "a", "video": "big.mp4"}],
-        api="dashscope",
-        prompt="Caption.",
-        max_attempts=3,
-    )
+    rows = [{"id": "a", "video": "big.mp4"}]
+    spec = upload_job(tmp_path, simulator, rows, max_attempts=3)
     assert run(spec).exit_code == 1
     results = read_results(spec)
     assert results["error_code"].to_list() == ["upload_failed"]
@@ -305,17 +305,9 @@ def test_uploads_that_keep_failing_leave_the_row_retryable(
 def test_a_refused_key_at_get_policy_stops_the_run_with_exit_5(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    big_video(tmp_path / "in", 9 * 2**20)
     simulator.reset(seed=1, api_keys=frozenset({"sk-some-other-key"}))
     rows = [{"id": f"v{i}", "video": "big.mp4", "n": str(i)} for i in range(6)]
-    spec = make_spec(
-        tmp_path,
-        simulator,
-        rows=rows,
-        api="dashscope",
-        prompt="Caption {n}.",
-        concurrency=2,
-    )
+    spec = upload_job(tmp_path, simulator, rows, "Caption {n}.", concurrency=2)
     outcome = run(spec)
     assert outcome.exit_code == 5
     assert outcome.fatal is not None and outcome.fatal.code == "InvalidApiKey"
@@ -326,16 +318,8 @@ def test_a_refused_key_at_get_policy_stops_the_run_with_exit_5(
 def test_one_file_in_several_rows_is_uploaded_once(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
-    big_video(tmp_path / "in", 9 * 2**20)
     rows = [{"id": f"q{i}", "video": "big.mp4", "n": str(i)} for i in range(4)]
-    spec = make_spec(
-        tmp_path,
-        simulator,
-        rows=rows,
-        api="dashscope",
-        prompt="Question {n} about this video.",
-        concurrency=4,
-    )
+    spec = upload_job(tmp_path, simulator, rows, "Question {n}.", concurrency=4)
     assert run(spec).exit_code == 0
     stored = [r for r in simulator.requests if r.api == "oss"]
     assert len(stored) == 1
