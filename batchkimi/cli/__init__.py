@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import click
+from PIL import Image
 
 from batchkimi import __version__
 from batchkimi.cli.models import models_command
@@ -54,6 +57,9 @@ cli.add_command(simulator_command)
 
 
 def main() -> None:
+    # Pillow warns about images over ~89M pixels when it reads their size; the
+    # preflight refuses those itself (over 8K), with the row and the file named
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     cli(prog_name="batchkimi")
 
 

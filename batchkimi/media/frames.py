@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 
 from batchkimi.media.limits import FRAMES_MIN, frames_to_sample
-from batchkimi.media.probe import ProbeError, video_info
+from batchkimi.media.probe import ProbeError, ffmpeg_reason, video_info
 
 MAX_SIDE = 768  # px: plenty for captioning, and 2,000 frames stay a few tens of MB
 JPEG_QUALITY = 85
@@ -68,7 +68,7 @@ def extract_frames(
                 if len(frames) == len(targets):
                     break
     except av.FFmpegError as exc:
-        raise ProbeError(f"cannot be decoded: {exc}") from exc
+        raise ProbeError(f"cannot be decoded ({ffmpeg_reason(exc)})") from exc
     if last is not None:  # a container that overstates its duration: repeat the end
         frames.extend(last for _ in range(len(targets) - len(frames)))
     if len(frames) < FRAMES_MIN:

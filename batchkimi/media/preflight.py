@@ -168,7 +168,13 @@ def video_route(part: VideoPart, settings: MediaSettings) -> tuple[Route, float 
         return Route.AS_IS, None
     path = local_path(url)
     info = _probe(lambda: video_info(path))
-    _raise(check_duration(info.duration_s))
+    if too_long_or_short := check_duration(info.duration_s):
+        fix = (
+            "Cut it into clips of at most an hour"
+            if info.duration_s > 1
+            else "Give it as a frame list (4 or more frames) instead"
+        )
+        raise _Refused(too_long_or_short, fix)
     size = path.stat().st_size
     mime = VIDEO_TYPES[path.suffix.lower()]
     if settings.video_frames == "always":
@@ -258,7 +264,7 @@ def _probe(read: Callable[[], T]) -> T:
         return read()
     except ProbeError as exc:
         raise _Refused(
-            str(exc), "Check that it is whole and of the type its name says"
+            str(exc), exc.fix or "Check that it is whole and of the type its name says"
         ) from None
 
 

@@ -17,7 +17,11 @@ from PIL import Image, UnidentifiedImageError
 
 
 class ProbeError(Exception):
-    """A file that is not the image or video its name says."""
+    """A file that is not the image or video its name says, or cannot be read."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.fix = fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,14 @@ def image_info(source: Path | bytes) -> ImageInfo:
         if isinstance(source, Path) and source.suffix.lower() == ".heic":
             return ImageInfo(None, None)  # no HEIC decoder here: sent unchecked
         raise ProbeError("cannot be read as an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow will not even size an image this large (a warning becomes an error
+        # where warnings are errors); it is far over the 8K the service takes
+        raise ProbeError(
+            f"is too large to read safely ({exc}); the service takes at most 8K "
+            "(7680x4320)",
+            "Scale it down before sending it",
+        ) from None
     except OSError as exc:
         raise ProbeError(f"cannot be read: {exc}") from exc
 
@@ -63,7 +75,12 @@ def video_info(path: Path) -> VideoInfo:
                 duration, stream.codec_context.width, stream.codec_context.height
             )
     except av.FFmpegError as exc:
-        raise ProbeError(f"cannot be read as a video: {exc}") from exc
+        raise ProbeError(f"cannot be read as a video ({ffmpeg_reason(exc)})") from exc
+
+
+def ffmpeg_reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's own words, without its error number and the path said again."""
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def split_data_url(url: str) -> tuple[str, bytes]:

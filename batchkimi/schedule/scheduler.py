@@ -107,6 +107,10 @@ async def run_scheduler(
             except ThrottleStop as exc:
                 stop.stop("throttle", str(exc))
                 continue  # not journalled: the row is sent again on resume
+            except Exception as exc:  # noqa: BLE001 - the worker's boundary: a fault
+                # in one row (a bug, a file no reader expected) is that row's error,
+                # and every other row and answer carries on
+                result = sender.crashed(request, exc)
             finally:
                 if gate is not None:
                     gate.settle(request, result)

@@ -258,6 +258,26 @@ class RowSender:
         result.finished_at = self.clock.wall().isoformat()
         return result
 
+    def crashed(self, request: RowRequest, exc: Exception) -> RowResult:
+        """The result of a row whose processing raised what no rule foresaw: an
+        error for this row alone, sent again by the next run."""
+        now = self.clock.wall().isoformat()
+        return RowResult(
+            fingerprint=request.fingerprint,
+            status=RowStatus.ERROR,
+            model=request.model,
+            api=self.protocol.name,
+            error_code="batchkimi_error",
+            error_message=(
+                f'row {request.index + 1:,} (id "{request.row_id}"): batchkimi failed '
+                f"on this row ({type(exc).__name__}: {exc}). This is batchkimi's bug, "
+                "not your data's: please report it. The next run tries the row again"
+            ),
+            retryable=True,
+            started_at=now,
+            finished_at=now,
+        )
+
     def _unsent(
         self,
         request: RowRequest,

@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from PIL import Image
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
 from batchkimi.jobspec import JobSpec
+from batchkimi.media import preflight
 from batchkimi.media.samples import make_image, make_video
+from batchkimi.planner import make_plan
+from batchkimi.schedule import media
 from batchkimi.simulator import SimulatorServer, error
 from batchkimi.uploads import TemporaryUploader
 from tests.helpers import make_spec, read_results, run
@@ -324,3 +329,64 @@ def test_one_file_in_several_rows_is_uploaded_once(
     stored = [r for r in simulator.requests if r.api == "oss"]
     assert len(stored) == 1
     assert len({url_of(wire_parts(r.body)[0]) for r in generations(simulator)}) == 1
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims ``width`` x ``height`` pixels in a few dozen bytes: what a
+    decompression bomb looks like to a reader of headers."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_its_rows_error_in_plan_and_run(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """An image of 400 million pixels in 57 bytes: Pillow refuses to size it. The
+    row fails with the file and the limit named; the run goes on."""
+    (tmp_path / "in").mkdir()
+    png_header(tmp_path / "in" / "bomb.png", 20_000, 20_000)
+    make_image(tmp_path / "in" / "fine.png", 64, 64)
+    rows = [{"id": "bomb", "image": "bomb.png"}, {"id": "fine", "image": "fine.png"}]
+    spec = make_spec(tmp_path, simulator, rows=rows, prompt="?")
+    plan = make_plan(spec)
+    assert plan.problem_count == 1
+    assert "bomb.png is too large to read safely" in plan.problems[0]["message"]
+    assert run(spec).exit_code == 1
+    results = read_results(spec)
+    assert results["status"].to_list() == ["error", "ok"]
+    assert "the service takes at most 8K" in results["error_message"][0]
+    assert len(generations(simulator)) == 1
+
+
+def test_a_fault_no_rule_foresaw_fails_its_row_alone(
+    tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker is a boundary: whatever one row raises becomes that row's error
+    (retryable: the next run tries it again), and the run carries on."""
+    make_image(tmp_path / "in" / "a.png", 64, 64)
+    make_image(tmp_path / "in" / "b.png", 64, 64)
+    real = preflight.inspect
+
+    def breaks_on_b(request: Any, settings: Any) -> Any:
+        if request.row_id == "b":
+            msg = "an unforeseen fault"
+            raise RuntimeError(msg)
+        return real(request, settings)
+
+    monkeypatch.setattr(media, "inspect", breaks_on_b)
+    rows = [{"id": "a", "image": "a.png"}, {"id": "b", "image": "b.png"}]
+    spec = make_spec(tmp_path, simulator, rows=rows, prompt="?")
+    assert run(spec).exit_code == 1
+    results = read_results(spec)
+    assert results["status"].to_list() == ["ok", "error"]
+    assert results["error_code"][1] == "batchkimi_error"
+    assert "RuntimeError: an unforeseen fault" in results["error_message"][1]
+    assert results["retryable"][1] is True
+    monkeypatch.setattr(media, "inspect", real)  # as imported where it is called
+    assert run(spec).exit_code == 0  # the next run sends it
