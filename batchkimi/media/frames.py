@@ -10,6 +10,7 @@ decoded once, front to back, holding one decoded frame at a time.
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import av
@@ -34,10 +35,21 @@ def sample_times(duration_s: float, fps: float, max_frames: int) -> list[float]:
     return [step * (i + 0.5) for i in range(count)]
 
 
+class ExtractionStopped(Exception):
+    """The run stopped while frames were being extracted."""
+
+
 def extract_frames(
-    path: Path, *, fps: float, max_frames: int, max_side: int = MAX_SIDE
+    path: Path,
+    *,
+    fps: float,
+    max_frames: int,
+    max_side: int = MAX_SIDE,
+    stop: threading.Event | None = None,
 ) -> list[bytes]:
-    """JPEG frames of ``path`` at the sampled moments."""
+    """JPEG frames of ``path`` at the sampled moments. Runs in a worker thread, which
+    nothing can cancel from outside: ``stop`` is looked at after every decoded frame,
+    so a run told to stop at once is not kept waiting for an hour of video."""
     info = video_info(path)
     targets = sample_times(info.duration_s, fps, max_frames)
     width, height = _scaled(info.width, info.height, max_side)
@@ -53,6 +65,8 @@ def extract_frames(
                 else 0.0
             )
             for frame in container.decode(stream):
+                if stop is not None and stop.is_set():
+                    raise ExtractionStopped(str(path))
                 moment = (frame.time or 0.0) - start
                 if moment + 1e-6 < targets[len(frames)]:
                     continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 
 from batchkimi.media.encode import data_url, file_data_url, shrink_image
 from batchkimi.media.frames import extract_frames
@@ -87,13 +88,19 @@ class MediaPreparer:
                 part, url=await self._upload(model, part.url, mime), stamp=""
             )
         fps, max_frames = sampling(part)
-        jpegs = await asyncio.to_thread(
-            extract_frames,
-            path,
-            fps=fps,
-            max_frames=max_frames,
-            max_side=self.settings.frame_max_side,
-        )
+        stop = threading.Event()
+        try:
+            jpegs = await asyncio.to_thread(
+                extract_frames,
+                path,
+                fps=fps,
+                max_frames=max_frames,
+                max_side=self.settings.frame_max_side,
+                stop=stop,
+            )
+        except asyncio.CancelledError:
+            stop.set()  # the thread ends at its next frame; the run need not wait
+            raise
         duration = part.duration_s or len(jpegs) / fps
         # the rate the frames were taken at, as the service expects with a frame list
         taken_at = min(FPS_MAX, max(FPS_MIN, round(len(jpegs) / duration, 2)))

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from batchkimi.media.frames import extract_frames, sample_times
+from batchkimi.media.frames import ExtractionStopped, extract_frames, sample_times
+from batchkimi.media.paths import MediaRoot
+from batchkimi.media.preflight import MediaSettings
 from batchkimi.media.samples import make_video
+from batchkimi.records import Message, RowRequest, VideoPart
+from batchkimi.schedule import media
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +74,57 @@ def test_frames_are_jpegs_no_larger_than_max_side(clip: Path) -> None:
 def test_a_short_video_still_gives_the_minimum_of_four_frames(tmp_path: Path) -> None:
     short = make_video(tmp_path / "short.mp4", seconds=2, fps=10)
     assert len(extract_frames(short, fps=0.5, max_frames=2000)) == 4
+
+
+def test_a_stopped_extraction_ends_at_the_next_frame(clip: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ExtractionStopped):
+        extract_frames(clip, fps=2, max_frames=2000, stop=stop)
+
+
+def test_cancelling_a_row_stops_its_extraction_thread(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread cannot be cancelled from outside, and a run told to stop at once
+    must not wait for an hour of video to be decoded: cancelling the row's task
+    tells its extraction to stop, which it does at the next frame."""
+    started, cancelled, done = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[str] = []
+
+    def extraction(path: Path, **kwargs: Any) -> list[bytes]:
+        started.set()
+        cancelled.wait(30)  # hold the thread until the row's task has been cancelled
+        try:
+            return extract_frames(path, **kwargs)
+        except ExtractionStopped:
+            outcome.append("stopped")
+            raise
+        finally:
+            done.set()
+
+    monkeypatch.setattr(media, "extract_frames", extraction)
+    preparer = media.MediaPreparer(
+        MediaSettings(native=False, video_frames="always"), uploader=None
+    )
+    request = RowRequest(
+        index=0,
+        row_id="v",
+        model="kimi-k2.6",
+        messages=(Message("user", (VideoPart(url=MediaRoot.uri(clip)),)),),
+        parameters=(),
+        enable_thinking=None,
+        fingerprint="f",
+    )
+
+    async def cancel_while_extracting() -> None:
+        task = asyncio.ensure_future(preparer.prepare(request))
+        assert await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled.set()
+
+    asyncio.run(cancel_while_extracting())
+    assert done.wait(30)
+    assert outcome == ["stopped"]
