@@ -25,6 +25,11 @@ class _Group(click.Group):
         except BatchkimiError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Ctrl-C before a run has its own handlers (reading the manifest, a
+            # plan, a report): nothing half-done is kept, and a run resumes
+            click.echo("Interrupted: re-run the same command to go on.", err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
