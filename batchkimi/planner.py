@@ -208,29 +208,35 @@ def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:
     worst = worst_output_tokens(request, info)
     estimated = input_tokens(request.messages)
     limit, what = input_limit(request, info)
-    # a video URL of unknown length counts at its fewest frames here: warn only
-    # about what is known to be too much
-    known = input_tokens(request.messages, unknown_video_frames=FRAMES_MIN)
-    if known > limit:
-        plan.warning_count += 1
-        if len(plan.warnings) < PROBLEMS_KEPT:
-            plan.warnings.append(
-                {
-                    "row": request.index + 1,
-                    "id": request.row_id,
-                    "input_tokens": known,
-                    "limit": limit,
-                    "message": f'row {request.index + 1:,} (id "{request.row_id}"): '
-                    f"about {known:,} input tokens by batchkimi's estimate, over "
-                    f"{what} of {limit:,}; the service may refuse it. Send fewer "
-                    "frames (fps, max_frames), fewer images or less text",
-                }
-            )
+    if estimated > limit:  # only then can what is known for sure be over it too
+        _warn_if_over(plan, request, limit, what)
     share.requests += 1
     share.input_tokens += estimated
     share.output_tokens += _expected_output(request, spec, worst)
     share.worst_output_tokens += worst
     plan.to_send += 1
+
+
+def _warn_if_over(plan: Plan, request: RowRequest, limit: int, what: str) -> None:
+    """Warn about a row whose input is over the model's limit. A video URL of unknown
+    length counts at its fewest frames here: warn only about what is known."""
+    known = input_tokens(request.messages, unknown_video_frames=FRAMES_MIN)
+    if known <= limit:
+        return
+    plan.warning_count += 1
+    if len(plan.warnings) < PROBLEMS_KEPT:
+        where = f'row {request.index + 1:,} (id "{request.row_id}")'
+        plan.warnings.append(
+            {
+                "row": request.index + 1,
+                "id": request.row_id,
+                "input_tokens": known,
+                "limit": limit,
+                "message": f"{where}: about {known:,} input tokens by batchkimi's "
+                f"estimate, over {what} of {limit:,}; the service may refuse it. "
+                "Send fewer frames (fps, max_frames), fewer images or less text",
+            }
+        )
 
 
 def save_plan(plan: Plan, output: Path) -> Path:

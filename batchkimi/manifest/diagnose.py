@@ -56,13 +56,16 @@ def _text_problem(path: Path) -> LineProblem | None:
             byte = raw[exc.start]
             return LineProblem(
                 number,
-                f"is not UTF-8 (byte 0x{byte:02x} at character {exc.start + 1})",
+                f"is not UTF-8 (byte 0x{byte:02x}, the line's byte {exc.start + 1})",
                 "Save the file as UTF-8 (in a spreadsheet: CSV UTF-8)",
             )
     return None
 
 
 def _csv_problem(path: Path, separator: str) -> LineProblem | None:
+    # a prompt cell may be longer than the csv module's default 128 KiB field limit,
+    # which polars does not have (and nothing else in batchkimi reads with csv)
+    csv.field_size_limit(2**31 - 1)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=separator, strict=True)
         try:

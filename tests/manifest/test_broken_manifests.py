@@ -49,7 +49,13 @@ BROKEN = {
         "m.csv",
         f"id,review\n{GOOD_CSV}".encode() + "r200,caf\u00e9\n".encode("latin-1"),
         202,
-        "is not UTF-8 (byte 0xe9",
+        "is not UTF-8 (byte 0xe9, the line's byte 9)",
+    ),
+    "extra field after a long cell": (
+        "m.csv",
+        f"id,review\n{GOOD_CSV}r200,{'x' * 200_000}\nr201,a,b\n".encode(),
+        203,
+        "has 3 fields",
     ),
     "tab file with a stray tab": (
         "m.tsv",
