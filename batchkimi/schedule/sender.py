@@ -167,7 +167,6 @@ class RowSender:
         retries: Counter[str] = Counter()
         waited = [0.0]  # seconds paced by the limits or backing off between attempts
         attempts = 0
-        wait = WaitWithRetryAfter(BACKOFF_BASE_S, BACKOFF_CAP_S, self.rng)
 
         async def backoff(seconds: float) -> None:
             waited[0] += seconds
@@ -191,7 +190,7 @@ class RowSender:
                     if tries == self.settings.max_attempts:
                         return unsent(_gave_up(exc, tries, "tries"))
                     count_retry(exc)
-                    await backoff(wait.delay(tries, exc))
+                    await backoff(self._backoff_s(tries, exc))
                     continue
                 if isinstance(prepared, Failure):
                     return unsent(prepared)
@@ -213,7 +212,7 @@ class RowSender:
             failure = _gave_up(first, attempts)
             if self.settings.max_attempts > 1:
                 count_retry(first)
-                await backoff(wait.delay(1, first))
+                await backoff(self._backoff_s(1, first))
                 retrying = build_retrying(
                     max_attempts=self.settings.max_attempts,
                     clock=self.clock,
@@ -257,6 +256,13 @@ class RowSender:
             self._fill(result, exchange.result)
         result.finished_at = self.clock.wall().isoformat()
         return result
+
+    def _backoff_s(self, attempt: int, exc: TransientError) -> float:
+        """The wait after failed attempt ``attempt``, as tenacity waits after the
+        later ones (made only on failure: most rows never need it)."""
+        return WaitWithRetryAfter(BACKOFF_BASE_S, BACKOFF_CAP_S, self.rng).delay(
+            attempt, exc
+        )
 
     def crashed(self, request: RowRequest, exc: Exception) -> RowResult:
         """The result of a row whose processing raised what no rule foresaw: an
