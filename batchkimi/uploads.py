@@ -48,10 +48,6 @@ class UploadError(Exception):
         super().__init__(failure.message)
         self.failure = failure
 
-    @property
-    def transient(self) -> bool:
-        return self.failure.kind == "transient"
-
 
 def _upload_failure(status: int | None, message: str) -> UploadError:
     """A failed form POST to the store: worth retrying on 5xx, 429 and lost
