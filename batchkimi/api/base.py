@@ -96,6 +96,8 @@ def error_failure(
     if code is None and message is None:
         snippet = body[:200].decode("utf-8", "replace").strip()
         message = f"unexpected response body: {snippet or '(empty)'}"
+        if status == 200:  # "success" with no answer in it: a proxy's glitch, retried
+            code = "bad_response"
     return classify_failure(
         status,
         code,

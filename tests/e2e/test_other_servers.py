@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import make_spec, read_results, run
+from tests.helpers import REVIEWS, make_spec, read_results, run
 
 Reply = Callable[[dict[str, Any]], bytes]  # request body -> whole HTTP response
 
@@ -203,3 +203,30 @@ def test_a_valid_answer_is_read_however_it_is_framed(
     assert results["input_tokens"].to_list() == [11] * results.height
     assert results["attempts"].to_list() == [1] * results.height
     assert server.served == results.height
+
+
+@pytest.mark.parametrize(
+    "glitch",
+    [b"", b"<html><body>upstream reset</body></html>"],
+    ids=["empty", "html"],
+)
+def test_a_success_status_without_an_answer_is_tried_again(
+    tmp_path: Path, serve: Callable[[Reply], ReplayServer], glitch: bytes
+) -> None:
+    """A proxy that answers 200 with nothing usable: not the row's fault, so it is
+    retried like a 5xx, and the next answer is kept."""
+    served: list[int] = []
+
+    def reply(body: dict[str, Any]) -> bytes:
+        served.append(1)
+        if len(served) == 1:
+            return http(200, {"Content-Type": "text/html"}, glitch)
+        return http(200, SSE, compat_events())
+
+    server = serve(reply)
+    spec = make_spec(tmp_path, server, rows=REVIEWS[:1], api="openai", stream=True)
+    assert run(spec).exit_code == 0
+    results = read_results(spec)
+    assert results["content"].to_list() == ["positive"]
+    assert results["attempts"].to_list() == [2]
+    assert json.loads(results["retries"][0]) == {"bad_response": 1}
