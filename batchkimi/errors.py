@@ -66,7 +66,8 @@ class OutputLockedError(BatchkimiError):
 
 
 class FatalApiError(BatchkimiError):
-    """The service refused the account itself; no row can succeed until it is fixed."""
+    """The service refused the account, or the endpoint does not exist; no row can
+    succeed until that is fixed."""
 
     exit_code = 5
 
@@ -74,9 +75,14 @@ class FatalApiError(BatchkimiError):
         self.code = code
         self.service_message = message
         self.http_status = http_status
+        whom = (
+            "for this endpoint"
+            if code in ("NotFound", "http_404", "http_405")
+            else "for the whole account"
+        )
         super().__init__(
-            f"the service stopped the run for the whole account: {code} "
-            f"(HTTP {http_status}): {message}. "
+            f"the service stopped the run {whom}: {code} "
+            f"(HTTP {http_status}): {message.rstrip('.')}. "
             f"{_ACCOUNT_FIXES.get(code, _DEFAULT_FIX)} "
             "Every answer already received is kept; re-run the same command to resume."
         )
@@ -93,6 +99,15 @@ _ACCOUNT_FIXES = {
     "CommodityNotPurchased": "Activate Model Studio (or the model) for this account.",
     "PrepaidBillOverdue": "Pay the overdue prepaid bill in the Alibaba Cloud console.",
     "PostpaidBillOverdue": "Pay the overdue bill in the Alibaba Cloud console.",
+    "NotFound": (
+        "There is no such endpoint: check --base-url, --region, --workspace-id and "
+        "--api (without --base-url they are built for you)."
+    ),
+    "http_404": (
+        "There is no such endpoint: check --base-url, --region, --workspace-id and "
+        "--api (without --base-url they are built for you)."
+    ),
+    "http_405": "The endpoint does not take this request: check --base-url and --api.",
     "AllocationQuota.FreeTierOnly": (
         "The free quota is used up and 'free tier only' is on: turn it off in the "
         "console to pay for further use."

@@ -33,6 +33,10 @@ _FATAL = {
     "model_not_supported",
     "Model.NotExist",
     "WorkSpaceNotFound",
+    # the endpoint itself does not exist (a wrong --base-url, --region or --api):
+    # every request would fail the same way, and failing each row would mark them
+    # all as refused for good
+    "NotFound",
 }
 
 # Throttles, by the budget they say was exhausted (FACTS §3.2, §3.3).
@@ -132,7 +136,7 @@ def classify_failure(
         return make("transient")
     if http_status == 429:
         return make("transient", "rpm")
-    if http_status in (401, 403):
+    if http_status in (401, 403, 404, 405):
         return make("fatal")
     if http_status in _TRANSIENT_STATUS or (http_status or 0) >= 500:
         return make("transient")

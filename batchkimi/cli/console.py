@@ -32,6 +32,7 @@ _RESUME_HINT = {
     "max_runtime": "stopped at --max-runtime",
     "max_cost": "stopped before --max-cost would be exceeded",
     "limit": "stopped at --limit",
+    "throttle": "stopped after --max-throttle-wait without an answer",
 }
 
 

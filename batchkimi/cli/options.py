@@ -153,8 +153,8 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--max-throttle-wait-s",
         "max_throttle_wait_s",
         type=click.FloatRange(min=1),
-        help="Stop (exit 3, resumable) when every request has been throttled for this "
-        "long.  [default: 600]",
+        help="Stop (exit 3, resumable) when every request has been throttled, or has "
+        "failed to reach an answer (an outage), for this long.  [default: 600]",
     ),
     click.option(
         "--limit",

@@ -70,9 +70,10 @@ def run_command(
         1  the run finished and some rows failed (all written)
         2  configuration or manifest error: nothing sent
         3  stopped early (--limit, --max-cost, --max-runtime, a signal, a full
-           disk): re-run the same command to resume
+           disk, an outage): re-run the same command to resume
         4  another run holds this output folder (or this shard)
-        5  the service refused the account (key, billing): fix it, re-run
+        5  the service refused the account (key, billing) or the endpoint:
+           fix it, re-run
 
     A first Ctrl-C (or SIGTERM) stops scheduling and lets requests in flight finish
     (--grace seconds); a second stops at once. Nothing received is lost either way.

@@ -45,7 +45,8 @@ class SendSettings:
 
 
 class ThrottleStop(Exception):
-    """Throttling has outlasted its waiting budget: stop the run, resumably."""
+    """Throttling, or an outage, has outlasted its waiting budget: stop the run,
+    resumably."""
 
 
 def judge(completion: Completion) -> tuple[RowStatus, str | None, str | None]:
@@ -99,7 +100,7 @@ class RowSender:
         self.rng = rng or random.Random()
         self.on_retry = on_retry
         self.limits = limits
-        self.answered_at = clock.monotonic()  # the last answer that was not a throttle
+        self.answered_at = clock.monotonic()  # the last answer that was not transient
         self._output_tokens: dict[str, float] = {}  # model -> running mean of output
 
     def _tokens_to_reserve(self, request: RowRequest) -> float:
@@ -150,15 +151,19 @@ class RowSender:
                 now=now,
                 outcome="throttled" if throttled else "failed",
             )
-        throttled_s = now - self.answered_at
-        if throttled and throttled_s > self.settings.max_throttle_wait_s:
+        # a throttle, a 5xx or a lost connection says nothing about the row: when
+        # nothing else has come back for a long time, the run stops (resumable)
+        # instead of spinning through the manifest on an outage
+        waiting_s = now - self.answered_at
+        if result.kind == "transient" and waiting_s > self.settings.max_throttle_wait_s:
+            what = "throttled every request" if throttled else "answered no request"
             msg = (
-                f"the service has throttled every request for {throttled_s:.0f} s "
-                f"({result.code}); the run stops here, resumable. Wait, lower "
-                "--concurrency / --rpm / --tpm, or raise --max-throttle-wait"
+                f"the service has {what} for {waiting_s:.0f} s (last: {result.code}); "
+                "the run stops here, resumable. Wait, lower --concurrency / --rpm / "
+                "--tpm, check --base-url and the network, or raise --max-throttle-wait"
             )
             raise ThrottleStop(msg)
-        if not throttled:
+        if result.kind != "transient":
             self.answered_at = now
         return exchange
 

@@ -24,6 +24,9 @@ from batchkimi.api.failures import classify_failure
         (403, "AccessDenied", "fatal", None),
         (403, "AllocationQuota.FreeTierOnly", "fatal", None),
         (404, "ModelNotFound", "fatal", None),
+        (404, "NotFound", "fatal", None),  # no such endpoint: every row would fail
+        (404, None, "fatal", None),
+        (405, None, "fatal", None),
         (400, "InvalidParameter", "row", None),
         (400, "DataInspectionFailed", "row", None),
         (400, "data_inspection_failed", "row", None),

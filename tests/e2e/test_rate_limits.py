@@ -137,3 +137,43 @@ def test_an_unwritable_state_folder_falls_back_to_this_runs_own_budgets(
     spec = make_spec(tmp_path, simulator, rows=ROWS[:4], rpm=6000)
     outcome = run(spec)
     assert outcome.exit_code == 0
+
+
+def test_an_outage_that_never_ends_stops_the_run_resumably(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """A night without the service (here: a port nobody listens on) is not spun
+    through row after row until dawn: when nothing has been answered for
+    --max-throttle-wait, the run stops, every row left for the next run."""
+    spec = make_spec(
+        tmp_path,
+        simulator,
+        rows=ROWS[:5],
+        concurrency=1,
+        max_attempts=50,
+        max_throttle_wait_s=5,
+        base_url="http://127.0.0.1:9",
+    )
+    outcome = run(spec, clock=ManualClock())
+    assert outcome.exit_code == 3 and outcome.stop_reason == "throttle"
+    assert "answered no request" in outcome.stop_detail
+    assert "connection_error" in outcome.stop_detail
+    assert set(read_results(spec)["status"]) == {"skipped"}
+    assert run(make_spec(tmp_path, simulator, rows=ROWS[:5])).exit_code == 0
+
+
+def test_an_endpoint_that_does_not_exist_stops_the_run_before_failing_rows(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """A wrong --base-url answers 404 to every request. Failing each row would mark
+    them all refused for good; the run stops instead (exit 5), and once the URL is
+    right, the same rows are sent without --retry-errors."""
+    wrong = make_spec(
+        tmp_path, simulator, rows=ROWS[:5], base_url=f"{simulator.url}/wrong"
+    )
+    outcome = run(wrong)
+    assert outcome.exit_code == 5
+    assert outcome.fatal is not None and outcome.fatal.code == "NotFound"
+    assert "check --base-url" in str(outcome.fatal)
+    assert set(read_results(wrong)["status"]) == {"skipped"}
+    assert run(make_spec(tmp_path, simulator, rows=ROWS[:5])).exit_code == 0
