@@ -120,6 +120,8 @@ class JobSpec:
     video_frames: str = "auto"
     frame_max_side: int = 768  # px, for frames extracted here
     fix_images: bool = False  # shrink or re-encode an image the service would refuse
+    #: look at image and video URLs (HEAD) before asking the service to fetch them
+    check_urls: bool = False
 
     @property
     def resolved_base_url(self) -> str:

@@ -10,6 +10,7 @@ results as ``plan.json``, so ``batchkimi report`` can set it against the actual 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -36,6 +37,7 @@ from batchkimi.pricing import PriceTable, load_prices, unknown_notes
 from batchkimi.records import RowRequest, Usage
 from batchkimi.schedule.ratelimit import HEADROOM
 from batchkimi.store.journal import answered_fingerprints
+from batchkimi.urlcheck import UrlChecker
 
 PLAN_NAME = "plan.json"
 STATE_DIR = ".batchkimi"
@@ -145,7 +147,18 @@ def _duration(plan: ModelPlan) -> float | None:
 
 
 def make_plan(spec: JobSpec) -> Plan:
-    """Read the manifest and the output folder; send nothing."""
+    """Read the manifest and the output folder; send nothing to the service. With
+    ``check_urls``, media URLs are looked at (HEAD) as a run would before sending."""
+    with asyncio.Runner() as loop:
+        urls = UrlChecker(concurrency=spec.concurrency) if spec.check_urls else None
+        try:
+            return _make_plan(spec, loop, urls)
+        finally:
+            if urls is not None:
+                loop.run(urls.aclose())
+
+
+def _make_plan(spec: JobSpec, loop: asyncio.Runner, urls: UrlChecker | None) -> Plan:
     manifest = open_manifest(spec.input)
     builder = RequestBuilder(spec, manifest.columns, str(spec.input))
     state = spec.output / STATE_DIR
@@ -156,6 +169,7 @@ def make_plan(spec: JobSpec) -> Plan:
     settings = media_settings(spec)
     index = 0
     for batch in manifest.iter_batches(spec.batch_rows):
+        ready: list[RowRequest] = []  # rows that pass every check made here
         for row in batch.iter_rows(named=True):
             built = builder.build(index, row)
             index += 1
@@ -163,9 +177,7 @@ def make_plan(spec: JobSpec) -> Plan:
                 continue
             plan.in_scope += 1
             if isinstance(built, RowProblem):
-                plan.problem_count += 1
-                if len(plan.problems) < PROBLEMS_KEPT:
-                    plan.problems.append(_problem(built))
+                _add_problem(plan, _problem(built))
                 continue
             if built.fingerprint in done:
                 plan.already_done += 1
@@ -177,13 +189,16 @@ def make_plan(spec: JobSpec) -> Plan:
             if needs_preparing(built):  # the checks the sender makes before sending
                 built, _, media_problems = inspect(built, settings)
                 if media_problems:
-                    plan.problem_count += 1
-                    if len(plan.problems) < PROBLEMS_KEPT:
-                        plan.problems.append(
-                            _media_problem(built, media_problems, settings)
-                        )
+                    _add_problem(plan, _media_problem(built, media_problems, settings))
                     continue
-            _count(plan, built, spec)
+            ready.append(built)
+        remote = loop.run(_remote_problems(urls, ready)) if urls else [[]] * len(ready)
+        for request, problems in zip(ready, remote, strict=True):
+            if problems:
+                _add_problem(plan, _media_problem(request, problems, settings))
+            else:
+                _count(plan, request, spec)
+    plan.problems.sort(key=lambda problem: int(problem["row"]))
     plan.rows = index
     prices = load_prices(spec.prices)
     for model, share in plan.models.items():
@@ -200,6 +215,18 @@ def make_plan(spec: JobSpec) -> Plan:
         "region": spec.region,
     }
     return plan
+
+
+def _add_problem(plan: Plan, problem: dict[str, Any]) -> None:
+    plan.problem_count += 1
+    if len(plan.problems) < PROBLEMS_KEPT:
+        plan.problems.append(problem)
+
+
+async def _remote_problems(
+    urls: UrlChecker, requests: list[RowRequest]
+) -> list[list[MediaProblem]]:
+    return list(await asyncio.gather(*(urls.problems(r) for r in requests)))
 
 
 def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:

@@ -67,6 +67,7 @@ from batchkimi.store.state import (
 )
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
 from batchkimi.uploads import TemporaryUploader
+from batchkimi.urlcheck import UrlChecker
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -313,7 +314,8 @@ async def _run_locked(
         if native
         else None
     )
-    media = MediaPreparer(media_settings(spec), uploader)
+    urls = UrlChecker(concurrency=spec.concurrency) if spec.check_urls else None
+    media = MediaPreparer(media_settings(spec), uploader, urls)
     sender = RowSender(
         client,
         protocol_for(spec.api),
@@ -401,6 +403,8 @@ async def _run_locked(
         await client.aclose()
         if uploader is not None:
             await uploader.aclose()
+        if urls is not None:
+            await urls.aclose()
         journal.close()
         register.abandon()
     if journal_error is not None:

@@ -251,6 +251,13 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "or format.",
     ),
     click.option(
+        "--check-urls",
+        is_flag=True,
+        default=None,
+        help="Look at every image and video URL (a HEAD request) before the service "
+        "is asked to fetch it: a dead link or a file over the limit fails its row.",
+    ),
+    click.option(
         "--expected-output-tokens",
         type=click.IntRange(min=1),
         help="Output a request is assumed to give when it sets no max_tokens, for "

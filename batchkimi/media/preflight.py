@@ -107,6 +107,18 @@ def media_urls(part: Part) -> list[str]:
     return []
 
 
+def remote_media(request: RowRequest) -> list[tuple[str, str]]:
+    """(role, URL) of every http(s) image and video file the service would fetch;
+    frame lists are left out (thousands of URLs a row)."""
+    found: list[tuple[str, str]] = []
+    for message in request.messages:
+        for part in message.parts:
+            url = part.url if isinstance(part, ImagePart | VideoPart) else None
+            if url is not None and url.startswith(("http://", "https://")):
+                found.append(("image" if isinstance(part, ImagePart) else "video", url))
+    return found
+
+
 def needs_preparing(request: RowRequest) -> bool:
     """Whether any part is a local file or a data URL (both are checked here)."""
     return any(
@@ -241,12 +253,13 @@ def _checked(
 
 def _problem(role: str, url: str, exc: Exception) -> MediaProblem:
     if isinstance(exc, _Refused):
-        return MediaProblem(role, _name(url), exc.problem, exc.fix)
+        return MediaProblem(role, display_name(url), exc.problem, exc.fix)
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return MediaProblem(role, _name(url), f"cannot be read: {reason}", "")
+    return MediaProblem(role, display_name(url), f"cannot be read: {reason}", "")
 
 
-def _name(url: str) -> str:
+def display_name(url: str) -> str:
+    """A file's path, or a URL short enough for a message."""
     if is_local(url):
         return str(local_path(url))
     return url if len(url) <= 60 else url[:40] + "…"

@@ -25,23 +25,34 @@ from batchkimi.media.preflight import (
     inspect,
     is_local,
     needs_preparing,
+    remote_media,
     sampling,
 )
 from batchkimi.media.probe import ProbeError
 from batchkimi.records import Failure, ImagePart, Message, Part, RowRequest, VideoPart
 from batchkimi.uploads import UPLOAD_FAILED, TemporaryUploader, UploadError
+from batchkimi.urlcheck import UrlChecker
 
 
 class MediaPreparer:
     """Makes a request's local media sendable, or says why it cannot be sent."""
 
     def __init__(
-        self, settings: MediaSettings, uploader: TemporaryUploader | None
+        self,
+        settings: MediaSettings,
+        uploader: TemporaryUploader | None,
+        urls: UrlChecker | None = None,
     ) -> None:
         self.settings = settings
         self.uploader = uploader
+        self.urls = urls  # --check-urls: media URLs are looked at first
 
     async def prepare(self, request: RowRequest) -> RowRequest | Failure:
+        if self.urls is not None and remote_media(request):
+            problems = await self.urls.problems(request)
+            if problems:
+                described = describe_problems(request, problems, self.settings)
+                return Failure("row", "invalid_media", described, None)
         if not needs_preparing(request):
             return request
         checked, routes, problems = await asyncio.to_thread(
