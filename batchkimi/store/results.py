@@ -113,8 +113,17 @@ class OutputWriteError(BatchkimiError):
         )
 
 
+def clear_leftovers(path: Path) -> None:
+    """Remove the temporary files a killed run left beside ``path``. Call it under
+    the lock that guards ``path``: then no other writer can own one."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename over it."""
+    """Write to a temporary file beside ``path``, fsync it, then rename over it.
+    Called under the outputs lock, so an older temporary file is a killed run's."""
+    clear_leftovers(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         frame.write_parquet(tmp)

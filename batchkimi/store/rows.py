@@ -35,6 +35,10 @@ class RowRegister:
         name = f"rows-shard-{shard}.parquet" if shard else ROWS_NAME
         self.path = folder / name
         self._tmp = folder / f"{name}.{os.getpid()}.tmp"
+        # a run killed mid-way leaves its partial register behind; this run holds
+        # the lock for this register, so any other one is such a leftover
+        for leftover in folder.glob(f"{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
         self.kept = kept
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0

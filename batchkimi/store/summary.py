@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from batchkimi.store.results import OutputWriteError
+from batchkimi.store.results import OutputWriteError, clear_leftovers
 
 SUMMARY_NAME = "summary.json"
 _TOKENS = (
@@ -96,6 +96,7 @@ def build_summary(
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
+    clear_leftovers(path)  # under the outputs lock, as results.parquet
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(

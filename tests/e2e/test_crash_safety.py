@@ -243,3 +243,23 @@ def test_failed_rows_keep_a_finished_job_current_until_asked_to_retry(
     assert (run(spec).exit_code, len(simulator.requests)) == (1, 3)
     retried = run(make_spec(tmp_path, simulator, rows=ROWS[:3], retry_errors=True))
     assert (retried.exit_code, retried.sent) == (0, 1)
+
+
+def test_what_a_killed_run_left_half_written_is_cleared_by_the_next(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """kill -9 in the middle of writing leaves temporary files (a million-row
+    register is ~85 MB); the next run, holding the same locks, removes them."""
+    spec = make_spec(tmp_path, simulator)
+    state = spec.output / ".batchkimi"
+    state.mkdir(parents=True)
+    leftovers = [
+        state / "rows.parquet.99999.tmp",
+        spec.output / ".results.parquet.99999.tmp",
+        spec.output / ".summary.json.99999.tmp",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"half written")
+    assert run(spec).exit_code == 0
+    assert [p for p in leftovers if p.exists()] == []
+    assert (spec.output / "results.parquet").is_file()
