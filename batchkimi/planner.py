@@ -117,7 +117,7 @@ def _media_problem(
     return {
         "row": request.index + 1,
         "id": request.row_id,
-        "column": dict(settings.columns).get(problems[0].role, problems[0].role),
+        "column": settings.column(problems[0].role),
         "code": "invalid_media",
         "message": describe_problems(request, problems, settings),
     }

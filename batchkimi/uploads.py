@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from batchkimi.api.base import error_fields, load_json
 from batchkimi.api.failures import classify_failure
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
+from batchkimi.oncecache import OnceCache
 from batchkimi.records import Failure
 
 RENEW_MARGIN_S = 15.0  # a policy this close to expiry is renewed, not used
@@ -80,9 +80,10 @@ class TemporaryUploader:
         self._clock = clock
         self._policies: dict[str, _Policy] = {}
         self._policy_locks: dict[str, asyncio.Lock] = {}
-        #: (model, path, size, mtime) -> (oss URL, when it was uploaded), newest last
-        self._uploaded: OrderedDict[_FileKey, tuple[str, float]] = OrderedDict()
-        self._in_flight: dict[_FileKey, asyncio.Future[str]] = {}
+        #: (model, path, size, mtime) -> its oss:// URL, while the upload lives
+        self._uploaded: OnceCache[_FileKey, str] = OnceCache(
+            size=UPLOADS_REMEMBERED, now=clock.monotonic, max_age_s=UPLOAD_REUSE_S
+        )
         self._http = httpx.AsyncClient(
             transport=transport or AiohttpTransport(trust_env=False),
             timeout=httpx.Timeout(timeout_s, connect=10.0),
@@ -100,20 +101,7 @@ class TemporaryUploader:
         file at once share one upload; later rows reuse it while it lives."""
         facts = await asyncio.to_thread(path.stat)
         key = (model, str(path), facts.st_size, facts.st_mtime_ns)
-        done = self._uploaded.get(key)
-        if done is not None and self._clock.monotonic() - done[1] < UPLOAD_REUSE_S:
-            return done[0]
-        pending = self._in_flight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._upload(model, path, mime))
-            self._in_flight[key] = pending
-            pending.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        url = await asyncio.shield(pending)  # one row cancelled cancels no other's
-        self._uploaded[key] = (url, self._clock.monotonic())
-        self._uploaded.move_to_end(key)
-        while len(self._uploaded) > UPLOADS_REMEMBERED:
-            self._uploaded.popitem(last=False)
-        return url
+        return await self._uploaded.get(key, lambda: self._upload(model, path, mime))
 
     async def _upload(self, model: str, path: Path, mime: str) -> str:
         stale: _Policy | None = None

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import OrderedDict
+import time
 
 import httpx
 
 from batchkimi import USER_AGENT
 from batchkimi.media.limits import IMAGE_MAX_BYTES, MB, VIDEO_URL_MAX_BYTES
 from batchkimi.media.preflight import MediaProblem, display_name, remote_media
+from batchkimi.oncecache import OnceCache
 from batchkimi.records import RowRequest
 
 #: what the service takes by URL, by kind of media
@@ -57,8 +58,10 @@ class UrlChecker:
             trust_env=True,  # the proxy a user's network needs, as a browser would
         )
         self._slots = asyncio.Semaphore(concurrency)
-        self._verdicts: OrderedDict[tuple[str, str], str | None] = OrderedDict()
-        self._pending: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        #: (URL, kind) -> why the service would refuse it, or None: each asked once
+        self._verdicts: OnceCache[tuple[str, str], str | None] = OnceCache(
+            size=_REMEMBERED, now=time.monotonic
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -78,19 +81,7 @@ class UrlChecker:
     async def problem(self, url: str, kind: str) -> str | None:
         """Why the service would refuse ``url`` as a ``kind`` (image or video), or
         None when it looks fetchable (or could not be looked at)."""
-        key = (url, kind)
-        if key in self._verdicts:
-            return self._verdicts[key]
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._look(url, kind))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(key, None))
-        verdict = await asyncio.shield(pending)
-        self._verdicts[key] = verdict
-        while len(self._verdicts) > _REMEMBERED:
-            self._verdicts.popitem(last=False)
-        return verdict
+        return await self._verdicts.get((url, kind), lambda: self._look(url, kind))
 
     async def _look(self, url: str, kind: str) -> str | None:
         async with self._slots:

@@ -52,6 +52,10 @@ class MediaSettings:
     #: the manifest column of each media role, where the job maps it elsewhere
     columns: tuple[tuple[str, str], ...] = ()
 
+    def column(self, role: str) -> str:
+        """The manifest column a media role (image, video, frames) is read from."""
+        return dict(self.columns).get(role, role)
+
 
 def media_settings(spec: JobSpec) -> MediaSettings:
     return MediaSettings(
@@ -82,10 +86,9 @@ def describe_problems(
 ) -> str:
     """One sentence for a row's media problems, the same in ``plan`` and ``run``:
     the row, its id, each column, the file, the limit and the fix."""
-    columns = dict(settings.columns)
     where = f'row {request.index + 1:,} (id "{request.row_id}")'
     return f"{where}, " + "; ".join(
-        f'column "{columns.get(p.role, p.role)}": {p.message}' for p in problems
+        f'column "{settings.column(p.role)}": {p.message}' for p in problems
     )
 
 
