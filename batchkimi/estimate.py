@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from batchkimi import jsoncodec
 from batchkimi.catalogue import ModelInfo
 from batchkimi.records import ImagePart, Message, RowRequest, TextPart, VideoPart
 
@@ -61,6 +62,19 @@ def input_tokens(
                 total += FRAME_TOKENS * video_frames(part, unknown=unknown_video_frames)
         if message.reasoning_content:
             total += text_tokens(message.reasoning_content)
+    return total
+
+
+def request_input_tokens(request: RowRequest) -> int:
+    """Input tokens of a whole request: its messages and its tool definitions (a
+    structured job's schema travels in every request)."""
+    total = input_tokens(request.messages)
+    for tool in request.tools:
+        total += text_tokens(tool.name + tool.description)
+        total += text_tokens(jsoncodec.dumps(tool.parameters).decode())
+    for message in request.messages:
+        for call in message.tool_calls:
+            total += text_tokens(call.name + call.arguments)
     return total
 
 

@@ -9,14 +9,17 @@ run from anywhere. Validation messages name the key and say how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from batchkimi.answers.schema import AnswerSpec, answer_spec, check_schema
 from batchkimi.catalogue import (
     check_output_limits,
     check_thinking,
@@ -122,6 +125,26 @@ class JobSpec:
     fix_images: bool = False  # shrink or re-encode an image the service would refuse
     #: look at image and video URLs (HEAD) before asking the service to fetch them
     check_urls: bool = False
+    #: the declared answer: a JSON Schema (from a file or an inline table), or
+    #: labels (exactly one of them) or multi_labels (a set of them); None: free text
+    schema: Mapping[str, Any] | None = None
+    labels: tuple[str, ...] | None = None
+    multi_labels: tuple[str, ...] | None = None
+    structured: str | None = None  # tool (the default with a schema) | prompt
+    label_case: str | None = None  # exact (the default) | insensitive
+    max_repairs: int | None = None  # re-asks after an invalid answer (default 2)
+
+    @cached_property
+    def answer(self) -> AnswerSpec | None:
+        """The structured answer the job asks for, or None for free text."""
+        return answer_spec(
+            schema=self.schema,
+            labels=self.labels,
+            multi_labels=self.multi_labels,
+            mode=self.structured,
+            label_case=self.label_case,
+            max_repairs=self.max_repairs,
+        )
 
     @property
     def resolved_base_url(self) -> str:
@@ -169,7 +192,7 @@ class JobSpec:
     def rerun_set(self) -> frozenset[str]:
         """What to send again: ``--rerun``, plus errors and incomplete answers for
         ``--retry-errors``."""
-        extra = {"error", "incomplete"} if self.retry_errors else set()
+        extra = {"error", "incomplete", "invalid"} if self.retry_errors else set()
         return frozenset(self.rerun) | extra
 
 
@@ -219,6 +242,15 @@ def _coerce(key: str, value: Any, base_dir: Path) -> Any:
         ):
             raise _type_error(key, value, "a list of statuses or error codes")
         return tuple(v.strip() for v in items if v.strip())
+    if key == "schema":
+        return _schema_value(value, base_dir)
+    if key in ("labels", "multi_labels"):
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(
+            isinstance(v, str) for v in items
+        ):
+            raise _type_error(key, value, "a list of labels")
+        return tuple(v.strip() for v in items)
     if key == "keep_columns":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _type_error(key, value, "a list of column names")
@@ -228,6 +260,34 @@ def _coerce(key: str, value: Any, base_dir: Path) -> Any:
             raise _type_error(key, value, "a table")
         return dict(value)
     return value
+
+
+def _schema_value(value: Any, base_dir: Path) -> dict[str, Any]:
+    """An inline schema table as it is; a path: the JSON file it names, read now."""
+    if isinstance(value, Mapping):
+        check_schema(value, "[schema] in the job spec")
+        return dict(value)
+    if not isinstance(value, str | Path):
+        error = _type_error("schema", value, "a JSON Schema file or an inline table")
+        raise error
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        schema = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        msg = f"schema file {path} does not exist: check the path"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read schema file {path}: {exc}"
+        raise ConfigError(msg) from None
+    except json.JSONDecodeError as exc:
+        msg = (
+            f"schema file {path} is not JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}. Fix the file"
+        )
+        raise ConfigError(msg) from None
+    check_schema(schema, f"schema file {path}")
+    return dict(schema)
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -375,6 +435,12 @@ def validate(spec: JobSpec) -> None:
                 f"Roles: {', '.join(COLUMN_ROLES)}"
             )
             raise ConfigError(msg)
+    if spec.max_repairs is not None:
+        _check_number("max_repairs", spec.max_repairs, 0, 10)
+        if not isinstance(spec.max_repairs, int):
+            error = _type_error("max_repairs", spec.max_repairs, "a whole number")
+            raise error
+    _ = spec.answer  # the declared answer: one of schema, labels, multi_labels
     if spec.input.resolve() == spec.output.resolve():
         msg = "output must be a folder of its own, not the input file"
         raise ConfigError(msg)

@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchkimi.answers.columns import column_types
 from batchkimi.catalogue import get_model
-from batchkimi.estimate import input_limit, input_tokens, worst_output_tokens
+from batchkimi.estimate import (
+    input_limit,
+    input_tokens,
+    request_input_tokens,
+    worst_output_tokens,
+)
 from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import open_manifest
@@ -46,6 +52,8 @@ STATE_DIR = ".batchkimi"
 EXPECTED_ANSWER_TOKENS = 256
 EXPECTED_REASONING_TOKENS = 1_024
 PROBLEMS_KEPT = 1_000  # problem rows listed in full; the rest are counted
+#: a repair turn's reply: the validator's message and the request to answer again
+REPAIR_REPLY_TOKENS = 80
 
 
 @dataclass(slots=True)
@@ -55,7 +63,10 @@ class ModelPlan:
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0  # expected, thinking included
-    worst_output_tokens: int = 0  # if every request used its whole output budget
+    #: if every request used its whole output budget, and (structured) every
+    #: answer was invalid and repaired as often as allowed
+    worst_input_tokens: int = 0
+    worst_output_tokens: int = 0
     cost: float | None = None
     worst_cost: float | None = None
     currency: str | None = None
@@ -81,6 +92,8 @@ class Plan:
     models: dict[str, ModelPlan] = field(default_factory=dict)
     seconds_at_limits: float | None = None
     assumptions: dict[str, Any] = field(default_factory=dict)
+    #: a structured job's answer: mode, schema, repairs and the typed columns
+    answer: dict[str, Any] | None = None
     created_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -131,7 +144,7 @@ def _price(plan: ModelPlan, model: str, spec: JobSpec, prices: PriceTable) -> No
         return
     plan.currency = price.currency
     plan.cost = round(price.cost_of(Usage(plan.input_tokens, plan.output_tokens)), 6)
-    worst = Usage(plan.input_tokens, plan.worst_output_tokens)
+    worst = Usage(plan.worst_input_tokens, plan.worst_output_tokens)
     plan.worst_cost = round(price.cost_of(worst), 6)
 
 
@@ -208,6 +221,7 @@ def _make_plan(spec: JobSpec, loop: asyncio.Runner, urls: UrlChecker | None) -> 
     durations = [m.seconds_at_limits for m in plan.models.values()]
     if durations and all(d is not None for d in durations):
         plan.seconds_at_limits = max(d for d in durations if d is not None)
+    plan.answer = _answer_plan(spec)
     plan.assumptions = {
         "expected_output_tokens": spec.expected_output_tokens
         or f"{EXPECTED_ANSWER_TOKENS}, plus {EXPECTED_REASONING_TOKENS} when thinking",
@@ -229,18 +243,39 @@ async def _remote_problems(
     return list(await asyncio.gather(*(urls.problems(r) for r in requests)))
 
 
+def _answer_plan(spec: JobSpec) -> dict[str, Any] | None:
+    answer = spec.answer
+    if answer is None:
+        return None
+    return {
+        "mode": answer.mode,
+        "label_case": answer.label_case,
+        "max_repairs": answer.max_repairs,
+        "schema": dict(answer.schema),
+        "columns": {
+            name: str(dtype) for name, dtype in column_types(answer.schema).items()
+        },
+    }
+
+
 def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:
     share = plan.models.setdefault(request.model, ModelPlan())
     info = get_model(request.model)
     worst = worst_output_tokens(request, info)
-    estimated = input_tokens(request.messages)
+    estimated = request_input_tokens(request)
     limit, what = input_limit(request, info)
     if estimated > limit:  # only then can what is known for sure be over it too
         _warn_if_over(plan, request, limit, what)
     share.requests += 1
     share.input_tokens += estimated
     share.output_tokens += _expected_output(request, spec, worst)
-    share.worst_output_tokens += worst
+    # at worst every answer is invalid and repaired: each repair turn resends the
+    # conversation, grown by the answer and the validator's reply
+    repairs = spec.answer.max_repairs if spec.answer is not None else 0
+    share.worst_input_tokens += sum(
+        estimated + turn * (worst + REPAIR_REPLY_TOKENS) for turn in range(repairs + 1)
+    )
+    share.worst_output_tokens += worst * (repairs + 1)
     plan.to_send += 1
 
 

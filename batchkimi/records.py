@@ -6,6 +6,7 @@ so nothing is renamed on the way out. Vendor vocabulary never appears here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -16,6 +17,8 @@ class RowStatus(StrEnum):
     ERROR = "error"
     #: the service answered, but the answer is cut off or empty (paid for, kept)
     INCOMPLETE = "incomplete"
+    #: a structured answer that stayed invalid after every repair (paid for, kept)
+    INVALID = "invalid"
     #: the row was not reached: the run stopped before sending it
     SKIPPED = "skipped"
 
@@ -52,10 +55,30 @@ Part = TextPart | ImagePart | VideoPart
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made: its arguments are a JSON text, as sent."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its JSON Schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    role: str  # system | user | assistant
+    role: str  # system | user | assistant | tool
     parts: tuple[Part, ...]
     reasoning_content: str | None = None  # an assistant turn's thinking, if kept
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +93,9 @@ class RowRequest:
     parameters: tuple[tuple[str, Any], ...]
     enable_thinking: bool | None  # None: the model's own default, not sent
     fingerprint: str  # content hash of what is sent: the journal's key
+    tools: tuple[Tool, ...] = ()
+    #: None: not sent; "auto" or "none"; any other value forces that function
+    tool_choice: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +119,7 @@ class Completion:
     usage: Usage | None  # None when the service reported none
     request_id: str | None
     model: str | None  # the model the service named in its answer
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,3 +168,10 @@ class RowResult:
     #: the last failure was transient (attempts ran out): the next run sends it again
     retryable: bool = False
     cache_creation_tokens: int | None = None  # input written to an explicit cache
+    #: the model's function calls, as JSON ([{"id", "name", "arguments"}])
+    tool_calls: str | None = None
+    #: a structured answer, validated against the job's schema (ok rows only)
+    answer_json: str | None = None
+    repairs: int = 0  # re-asks after an invalid structured answer
+    repair_causes: dict[str, int] = field(default_factory=dict)  # cause -> count
+    validation_error: str | None = None  # why the last structured answer was invalid

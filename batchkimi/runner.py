@@ -22,6 +22,7 @@ import httpx
 import polars as pl
 
 from batchkimi import __version__
+from batchkimi.answers.check import AnswerChecker
 from batchkimi.api import protocol_for
 from batchkimi.client import ModelStudioClient
 from batchkimi.clock import Clock, SystemClock
@@ -66,6 +67,7 @@ from batchkimi.store.state import (
     stamp_manifest,
 )
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
+from batchkimi.store.unfinished import unfinished_answers
 from batchkimi.uploads import TemporaryUploader
 from batchkimi.urlcheck import UrlChecker
 
@@ -292,6 +294,8 @@ async def _run_locked(
             "write); it was dropped and that row will be sent again"
         )
     done = answered_fingerprints(state, spec.rerun_set)
+    answer = spec.answer
+    resume = unfinished_answers(state) if answer is not None else {}
     for message in warnings:
         observer.on_warning(message)
 
@@ -333,6 +337,9 @@ async def _run_locked(
         ),
         limits=limits,
         media=media,
+        answers=AnswerChecker(answer) if answer is not None else None,
+        on_answer=lambda request, result: journal.append(result, row_id=request.row_id),
+        resume=resume,
     )
 
     def sink(request: RowRequest, result: RowResult) -> None:
@@ -527,7 +534,13 @@ def _write_outputs(
     finished_at: str,
     elapsed_s: float,
 ) -> RunOutcome:
-    frame = build_results(source.register.path, state, api=spec.api)
+    answer = spec.answer
+    frame = build_results(
+        source.register.path,
+        state,
+        api=spec.api,
+        answer_schema=answer.schema if answer is not None else None,
+    )
     scope = frame.filter(frame["_in_scope"].fill_null(True))
     frame = frame.drop("_in_scope")
     by_status = {s.value: 0 for s in RowStatus}

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from batchkimi import jsoncodec
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseEvent, looks_like_sse
-from batchkimi.records import Completion, Failure, RowRequest, Usage
+from batchkimi.records import Completion, Failure, RowRequest, Tool, ToolCall, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,3 +181,86 @@ def parse_usage(raw: Any, *, input_key: str, output_key: str) -> Usage | None:
         cache_creation_tokens=created,
         explicit_cache=details.get("cache_type") == "ephemeral",
     )
+
+
+# --- tool calls (FACTS §6.5: the OpenAI convention, which both APIs follow) ----------
+
+
+def tools_to_wire(tools: tuple[Tool, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": dict(tool.parameters),
+            },
+        }
+        for tool in tools
+    ]
+
+
+def tool_choice_to_wire(choice: str) -> str | dict[str, Any]:
+    """ "auto" and "none" as they are; any other name forces that function."""
+    if choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def tool_calls_to_wire(
+    calls: tuple[ToolCall, ...], *, indexed: bool
+) -> list[dict[str, Any]]:
+    """An assistant turn's calls, as sent back in a follow-up turn (natively each
+    carries its ``index`` too)."""
+    wire = []
+    for index, call in enumerate(calls):
+        item: dict[str, Any] = {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        if indexed:
+            item["index"] = index
+        wire.append(item)
+    return wire
+
+
+class ToolCallJoiner:
+    """Joins tool calls as they arrive, whole or in fragments: per ``index``, the
+    first id and name seen, and every arguments fragment in order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, fragments]
+
+    def feed(self, raw: Any) -> None:
+        if not isinstance(raw, list):
+            return
+        for position, item in enumerate(raw):
+            if not isinstance(item, dict):
+                continue
+            index = item.get("index")
+            index = index if isinstance(index, int) else position
+            call = self._calls.setdefault(index, ["", "", []])
+            function = item.get("function")
+            function = function if isinstance(function, dict) else {}
+            if isinstance(item.get("id"), str) and item["id"] and not call[0]:
+                call[0] = item["id"]
+            name = function.get("name")
+            if isinstance(name, str) and name and not call[1]:
+                call[1] = name
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call[2].append(arguments)
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(id=call[0], name=call[1], arguments="".join(call[2]))
+            for _, call in sorted(self._calls.items())
+        )
+
+
+def parse_tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """The calls of a whole (non-streamed) message."""
+    joiner = ToolCallJoiner()
+    joiner.feed(raw)
+    return joiner.calls()

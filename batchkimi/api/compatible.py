@@ -12,15 +12,20 @@ from typing import Any
 
 from batchkimi.api.base import (
     HttpCall,
+    ToolCallJoiner,
     as_int,
     dump_json,
     error_failure,
     error_fields,
     load_json,
+    parse_tool_calls,
     parse_usage,
     request_id_from,
     stream_incomplete,
     text_of,
+    tool_calls_to_wire,
+    tool_choice_to_wire,
+    tools_to_wire,
 )
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseEvent
@@ -64,6 +69,10 @@ def _message(message: Message) -> dict[str, Any]:
         wire["content"] = [_part(p) for p in message.parts]
     if message.reasoning_content:
         wire["reasoning_content"] = message.reasoning_content
+    if message.tool_calls:
+        wire["tool_calls"] = tool_calls_to_wire(message.tool_calls, indexed=False)
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
     return wire
 
 
@@ -78,6 +87,10 @@ class CompatibleProtocol:
         body.update(request.parameters)
         if request.enable_thinking is not None:
             body["enable_thinking"] = request.enable_thinking
+        if request.tools:
+            body["tools"] = tools_to_wire(request.tools)
+        if request.tool_choice is not None:
+            body["tool_choice"] = tool_choice_to_wire(request.tool_choice)
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -99,7 +112,8 @@ class CompatibleProtocol:
                 status, "bad_response", "the answer has no choices", request_id=None
             )
         choice = choices[0] if isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
         return Completion(
             content=text_of(message.get("content")),
             reasoning_content=text_of(message.get("reasoning_content")),
@@ -107,6 +121,7 @@ class CompatibleProtocol:
             usage=_usage(data.get("usage")),
             request_id=_request_id(headers, data),
             model=data.get("model"),
+            tool_calls=parse_tool_calls(message.get("tool_calls")),
         )
 
     def new_fold(self, headers: Mapping[str, str]) -> CompatibleFold:
@@ -139,6 +154,7 @@ class CompatibleFold:
         self.usage: Usage | None = None
         self.request_id: str | None = headers.get("x-request-id")
         self.model: str | None = None
+        self.tool_calls = ToolCallJoiner()
         self.done = False
 
     def feed(self, event: SseEvent) -> Failure | None:
@@ -167,9 +183,11 @@ class CompatibleFold:
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or as_int(choice.get("index")) != 0:
                 continue
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta")
+            delta = delta if isinstance(delta, dict) else {}
             self.content.append(text_of(delta.get("content")))
             self.reasoning.append(text_of(delta.get("reasoning_content")))
+            self.tool_calls.feed(delta.get("tool_calls"))
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         return None
@@ -184,4 +202,5 @@ class CompatibleFold:
             usage=self.usage,
             request_id=self.request_id,
             model=self.model,
+            tool_calls=self.tool_calls.calls(),
         )

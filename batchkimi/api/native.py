@@ -13,13 +13,18 @@ from typing import Any
 
 from batchkimi.api.base import (
     HttpCall,
+    ToolCallJoiner,
     dump_json,
     error_failure,
     load_json,
+    parse_tool_calls,
     parse_usage,
     request_id_from,
     stream_incomplete,
     text_of,
+    tool_calls_to_wire,
+    tool_choice_to_wire,
+    tools_to_wire,
 )
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseEvent
@@ -62,7 +67,10 @@ def _part(part: Part) -> dict[str, Any]:
 
 def _message(message: Message, *, multimodal: bool) -> dict[str, Any]:
     wire: dict[str, Any] = {"role": message.role}
-    if multimodal:
+    # the turns of a tool call carry plain text (FACTS §1.4: string content is
+    # accepted beside the list form on the multimodal path)
+    plain = message.role == "tool" or bool(message.tool_calls)
+    if multimodal and not plain:
         wire["content"] = [_part(p) for p in message.parts]
     else:
         wire["content"] = "".join(
@@ -70,6 +78,10 @@ def _message(message: Message, *, multimodal: bool) -> dict[str, Any]:
         )
     if message.reasoning_content:
         wire["reasoning_content"] = message.reasoning_content
+    if message.tool_calls:
+        wire["tool_calls"] = tool_calls_to_wire(message.tool_calls, indexed=True)
+    if message.tool_call_id is not None:
+        wire["tool_call_id"] = message.tool_call_id
     return wire
 
 
@@ -94,6 +106,10 @@ class NativeProtocol:
         parameters.update(request.parameters)
         if request.enable_thinking is not None:
             parameters["enable_thinking"] = request.enable_thinking
+        if request.tools:
+            parameters["tools"] = tools_to_wire(request.tools)
+        if request.tool_choice is not None:
+            parameters["tool_choice"] = tool_choice_to_wire(request.tool_choice)
         headers = {"Content-Type": "application/json"}
         if stream:
             parameters["incremental_output"] = True
@@ -128,7 +144,8 @@ class NativeProtocol:
             )
         choices = output.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices else {}
-        message = choice.get("message") or {} if isinstance(choice, dict) else {}
+        message = choice.get("message") if isinstance(choice, dict) else None
+        message = message if isinstance(message, dict) else {}
         content = text_of(message.get("content")) or text_of(output.get("text"))
         finish = choice.get("finish_reason") if isinstance(choice, dict) else None
         return Completion(
@@ -138,6 +155,7 @@ class NativeProtocol:
             usage=_usage(data.get("usage")),
             request_id=request_id_from(headers, data),
             model=data.get("model") if isinstance(data.get("model"), str) else None,
+            tool_calls=parse_tool_calls(message.get("tool_calls")),
         )
 
     def new_fold(self, headers: Mapping[str, str]) -> NativeFold:
@@ -164,6 +182,7 @@ class NativeFold:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.request_id: str | None = headers.get("x-request-id")
+        self.tool_calls = ToolCallJoiner()
 
     def feed(self, event: SseEvent) -> Failure | None:
         chunk = load_json(event.data)
@@ -189,9 +208,11 @@ class NativeFold:
         for choice in choices or []:
             if not isinstance(choice, dict):
                 continue
-            message = choice.get("message") or {}
+            message = choice.get("message")
+            message = message if isinstance(message, dict) else {}
             self.content.append(text_of(message.get("content")))
             self.reasoning.append(text_of(message.get("reasoning_content")))
+            self.tool_calls.feed(message.get("tool_calls"))
             finish = _finish(choice.get("finish_reason"))
             if finish:
                 self.finish_reason = finish
@@ -213,4 +234,5 @@ class NativeFold:
             usage=self.usage,
             request_id=self.request_id,
             model=None,
+            tool_calls=self.tool_calls.calls(),
         )

@@ -264,6 +264,40 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "`plan` (default: 256, plus 1,024 when thinking).",
     ),
     click.option(
+        "--schema",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="JSON Schema file of the answer: each answer is checked against it, "
+        "re-asked when invalid, and written as typed columns.",
+    ),
+    click.option(
+        "--labels",
+        metavar="A,B,…",
+        help="The answer is exactly one of these labels (a column `label`).",
+    ),
+    click.option(
+        "--multi-labels",
+        metavar="A,B,…",
+        help="The answer is a set of these labels (a list column `labels`).",
+    ),
+    click.option(
+        "--structured",
+        type=click.Choice(["tool", "prompt"]),
+        help="Ask for the answer through a function call (tool) or with the schema "
+        "in the system message (prompt).  [default: tool]",
+    ),
+    click.option(
+        "--label-case",
+        type=click.Choice(["exact", "insensitive"]),
+        help="insensitive: a label that differs only in case or surrounding "
+        "whitespace counts as that label.  [default: exact]",
+    ),
+    click.option(
+        "--max-repairs",
+        type=click.IntRange(0, 10),
+        help="Times an invalid answer is asked again, with the validator's message "
+        "(each one is paid for).  [default: 2]",
+    ),
+    click.option(
         "--prices",
         type=click.Path(dir_okay=False, path_type=Path),
         help="TOML file of prices that override the packaged ones.",

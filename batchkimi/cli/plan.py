@@ -68,6 +68,8 @@ def render(plan: Plan, console: Console) -> None:
         f"rate limits need, {_duration(plan.seconds_at_limits)} in all",
         highlight=False,
     )
+    if plan.answer is not None:
+        _render_answer(plan.answer, console)
     for problem in plan.problems[:_SHOWN_PROBLEMS]:
         console.print(f"[red]problem[/red] {problem['message']}", highlight=False)
     hidden = plan.problem_count - min(len(plan.problems), _SHOWN_PROBLEMS)
@@ -78,6 +80,25 @@ def render(plan: Plan, console: Console) -> None:
     hidden = plan.warning_count - min(len(plan.warnings), _SHOWN_PROBLEMS)
     if hidden > 0:
         console.print(f"… and {hidden:,} more warnings (listed in plan.json)")
+
+
+def _render_answer(answer: dict[str, Any], console: Console) -> None:
+    """The schema the run will use, how it asks, and the columns it will write."""
+    how = (
+        "a call of the function `answer` (forced unless the request thinks)"
+        if answer["mode"] == "tool"
+        else "JSON in the answer, the schema stated in the system message"
+    )
+    console.print(
+        f"answer: {how}; labels matched {answer['label_case']}ly; up to "
+        f"{answer['max_repairs']} repairs a row (at most: every one used). Schema:",
+        highlight=False,
+    )
+    console.print_json(data=answer["schema"])
+    columns = ", ".join(
+        f"{name} ({dtype})" for name, dtype in answer["columns"].items()
+    )
+    console.print(f"typed columns: {columns}", highlight=False)
 
 
 @click.command("plan")

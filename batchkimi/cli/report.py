@@ -103,6 +103,30 @@ def render(run: RunData, console: Console) -> None:
                 ],
             )
         )
+    answers = analysis.answers(frame)
+    if answers is not None:
+        console.print(
+            _table(
+                "structured answers",
+                ("valid at first answer", "repaired", "invalid", "repairs"),
+                [
+                    [
+                        f"{answers['valid_first_answer']:,}",
+                        f"{answers['repaired']:,}",
+                        f"{answers['invalid']:,}",
+                        f"{answers['repairs']:,}",
+                    ]
+                ],
+            )
+        )
+        if answers["repairs_by_cause"]:
+            console.print(
+                _table(
+                    "repairs by cause",
+                    ("cause", "repairs"),
+                    [[c, f"{n:,}"] for c, n in answers["repairs_by_cause"].items()],
+                )
+            )
     causes = analysis.retries_by_cause(sent)
     if causes:
         console.print(

@@ -67,8 +67,14 @@ def fingerprint_request(
     messages: tuple[Message, ...],
     parameters: tuple[tuple[str, Any], ...],
     enable_thinking: bool | None,
+    answer: str | None = None,
 ) -> str:
-    """The content hash of a request: equal requests, equal fingerprints."""
+    """The content hash of a request: equal requests, equal fingerprints.
+
+    ``answer`` is a structured job's declared answer (schema, mode, label matching):
+    it changes what counts as an answer, so it is part of the key. Free-text
+    requests leave it out, so their fingerprints are what they always were.
+    """
     body = {
         "model": model,
         "messages": [
@@ -82,6 +88,8 @@ def fingerprint_request(
         "parameters": dict(parameters),
         "enable_thinking": enable_thinking,
     }
+    if answer is not None:
+        body["answer"] = answer
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

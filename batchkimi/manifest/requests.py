@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from batchkimi.answers.schema import TOOL_NAME
 from batchkimi.catalogue import (
     ModelInfo,
     check_output_limits,
@@ -36,7 +37,15 @@ from batchkimi.media.paths import (
     is_remote,
     unsupported_scheme,
 )
-from batchkimi.records import ImagePart, Message, Part, RowRequest, TextPart, VideoPart
+from batchkimi.records import (
+    ImagePart,
+    Message,
+    Part,
+    RowRequest,
+    TextPart,
+    Tool,
+    VideoPart,
+)
 
 #: request parameters a manifest column may override, row by row
 _OVERRIDES = tuple(role for role in COLUMN_ROLES if role in PARAMETERS)
@@ -179,6 +188,18 @@ class RequestBuilder:
                 problem,
                 f"Lower {name}, or choose a model that gives more",
             )
+        answer = self.spec.answer
+        tools: tuple[Tool, ...] = ()
+        tool_choice: str | None = None
+        if answer is not None and answer.mode == "tool":
+            tools = (answer.tool,)
+            # the call is forced where the service accepts it: a thinking request
+            # may only be given "auto" (as Model Studio's thinking models document
+            # for tool_choice), and an answer in text is then a failed attempt
+            thinks = thinking if thinking is not None else info.thinking_by_default()
+            tool_choice = "auto" if thinks else TOOL_NAME
+        elif answer is not None:
+            messages = _with_instruction(messages, answer.prompt_instruction())
         return RowRequest(
             index=index,
             row_id=row_id,
@@ -191,7 +212,10 @@ class RequestBuilder:
                 messages=messages,
                 parameters=parameters,
                 enable_thinking=thinking,
+                answer=None if answer is None else answer.fingerprint_part,
             ),
+            tools=tools,
+            tool_choice=tool_choice,
         )
 
     def _thinking(self, row: Mapping[str, Any]) -> bool | None:
@@ -358,6 +382,19 @@ class RequestBuilder:
             )
         facts = path.stat()
         return MediaRoot.uri(path), f"{facts.st_size}-{facts.st_mtime_ns}"
+
+
+def _with_instruction(
+    messages: tuple[Message, ...], instruction: str
+) -> tuple[Message, ...]:
+    """The conversation with ``instruction`` closing its system message (one is
+    added in front when there is none)."""
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        text = "".join(p.text for p in first.parts if isinstance(p, TextPart))
+        system = Message("system", (TextPart(f"{text}\n\n{instruction}"),))
+        return (system, *messages[1:])
+    return (Message("system", (TextPart(instruction),)), *messages)
 
 
 def _as_number(raw: Any, kind: type) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from batchkimi.store.summary import billed
+from batchkimi.store.summary import billed, structured_answers
 
 TOKENS = ("input_tokens", "output_tokens", "reasoning_tokens", "cached_tokens")
 TOP_ROWS = 10
@@ -94,6 +94,12 @@ def by_model_and_status(frame: pl.DataFrame) -> pl.DataFrame:
         .drop("priced")
         .sort("model", "status")
     )
+
+
+def answers(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """A structured job's answers: valid first time, repaired, invalid; repairs by
+    cause (None for a free-text job)."""
+    return structured_answers(frame)
 
 
 def retries_by_cause(frame: pl.DataFrame) -> dict[str, int]:

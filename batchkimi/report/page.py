@@ -125,6 +125,28 @@ def _frame_table(frame: pl.DataFrame, digits: dict[str, int]) -> str:
     )
 
 
+def _answers_section(answers: dict[str, Any] | None) -> str:
+    """A structured job's answers: how many were valid at once, repaired, invalid."""
+    if answers is None:
+        return ""
+    counts = _table(
+        ("valid at first answer", "repaired", "invalid", "repairs"),
+        [
+            [
+                _number(answers[key])
+                for key in ("valid_first_answer", "repaired", "invalid", "repairs")
+            ]
+        ],
+    )
+    causes = answers["repairs_by_cause"]
+    by_cause = (
+        _table(("cause", "repairs"), [[_e(c), _number(n)] for c, n in causes.items()])
+        if causes
+        else ""
+    )
+    return f"<h2>Structured answers</h2>\n{counts}\n{by_cause}"
+
+
 def render_page(run: RunData, *, title: str) -> str:
     """The whole page, as a string."""
     frame = run.results
@@ -164,6 +186,7 @@ def render_page(run: RunData, *, title: str) -> str:
             figures.tokens_and_cost(groups),
             "Each request counted once (rows repeating a request share its answer).",
         ),
+        _answers_section(analysis.answers(frame)),
         "<h2>Retries</h2>",
         _figure("retries", figures.retries(causes), "Retried attempts by cause."),
         "<h2>Slowest requests</h2>",

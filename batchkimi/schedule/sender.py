@@ -2,27 +2,33 @@
 
 The worker's boundary: whatever happens to a row becomes a ``RowResult``; only a fatal
 account error escapes (to stop the run). A cut-off or empty answer is ``incomplete``,
-never silently ``ok``.
+never silently ``ok``. A structured job's answer is checked against its schema and
+asked again, with the validator's words, while repairs remain: the repair loop wraps
+the retry loop (a transient failure is retried within its turn; an invalid answer is
+a new turn), and every turn's tokens and cost add up on the row.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
+from batchkimi.answers.check import AnswerChecker, Invalid, Valid
+from batchkimi.answers.repair import repair_request
 from batchkimi.api.base import HttpCall, WireProtocol
 from batchkimi.catalogue import get_model
 from batchkimi.client import Exchange, ModelStudioClient
 from batchkimi.clock import Clock
 from batchkimi.errors import FatalApiError, TransientError
-from batchkimi.estimate import input_tokens, worst_output_tokens
-from batchkimi.pricing import PriceTable, cost_of
+from batchkimi.estimate import request_input_tokens, worst_output_tokens
+from batchkimi.pricing import PriceTable
 from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
 from batchkimi.schedule.limitstore import LimitStore
 from batchkimi.schedule.media import MediaPreparer
+from batchkimi.schedule.outcome import Tally, judge, tool_calls_json, tool_calls_of
 from batchkimi.schedule.retry import (
     BACKOFF_BASE_S,
     BACKOFF_CAP_S,
@@ -49,35 +55,6 @@ class ThrottleStop(Exception):
     resumably."""
 
 
-def judge(completion: Completion) -> tuple[RowStatus, str | None, str | None]:
-    """(status, error_code, error_message) for an answer the service gave."""
-    content = completion.content.strip()
-    if completion.finish_reason == "length":
-        if not content and completion.reasoning_content:
-            return (
-                RowStatus.INCOMPLETE,
-                "length_while_thinking",
-                "the output limit was reached while the model was still thinking, so "
-                "there is no answer. Raise max_completion_tokens (or max_tokens), or "
-                "lower thinking_budget",
-            )
-        return (
-            RowStatus.INCOMPLETE,
-            "length",
-            "the answer was cut off at the output limit. Raise max_tokens",
-        )
-    if completion.finish_reason == "content_filter":
-        return RowStatus.ERROR, "content_filter", "the service filtered the answer"
-    if not content:
-        why = (
-            "the model returned reasoning but an empty answer"
-            if completion.reasoning_content
-            else "the model returned an empty answer"
-        )
-        return RowStatus.INCOMPLETE, "empty_content", why
-    return RowStatus.OK, None, None
-
-
 class RowSender:
     """Sends rows through one client and codec; stateless between rows."""
 
@@ -91,8 +68,17 @@ class RowSender:
         on_retry: Callable[[RowRequest, TransientError, int], None] | None = None,
         limits: LimitStore | None = None,
         media: MediaPreparer | None = None,
+        answers: AnswerChecker | None = None,
+        on_answer: Callable[[RowRequest, RowResult], None] | None = None,
+        resume: Mapping[str, RowResult] | None = None,
     ) -> None:
+        """``answers`` checks a structured job's answers; ``on_answer`` journals an
+        invalid answer before its repair; ``resume`` holds the rows an earlier run
+        left between an answer and its repair, by fingerprint."""
         self.client = client
+        self.answers = answers
+        self.on_answer = on_answer
+        self.resume = resume
         self.media = media
         self.protocol = protocol
         self.settings = settings
@@ -107,7 +93,7 @@ class RowSender:
         """Estimated input plus the output this model has been giving lately."""
         worst = worst_output_tokens(request, get_model(request.model))
         expected = self._output_tokens.get(request.model, min(worst, 512))
-        return input_tokens(request.messages) + min(expected, worst)
+        return request_input_tokens(request) + min(expected, worst)
 
     async def _paced_send(
         self, request: RowRequest, call: HttpCall, tokens: float, wait: list[float]
@@ -168,23 +154,9 @@ class RowSender:
         return exchange
 
     async def process(self, request: RowRequest) -> RowResult:
-        started_at = self.clock.wall().isoformat()
-        retries: Counter[str] = Counter()
-        waited = [0.0]  # seconds paced by the limits or backing off between attempts
-        attempts = 0
-
-        async def backoff(seconds: float) -> None:
-            waited[0] += seconds
-            await self.clock.sleep(seconds)
-
-        def count_retry(exc: TransientError) -> None:
-            retries[exc.code] += 1
-            if self.on_retry is not None:
-                self.on_retry(request, exc, attempts)
-
-        def unsent(failure: Failure) -> RowResult:
-            return self._unsent(request, failure, started_at, retries, waited[0])
-
+        """Send ``request`` (asking again while its structured answer is invalid)
+        and return what became of it."""
+        row = _RowRun(self.clock.wall().isoformat())
         if self.media is not None:
             # local media made sendable (an upload may fail and be tried again, with
             # the backoff of a request, up to max_attempts)
@@ -193,64 +165,197 @@ class RowSender:
                     prepared = _raise_unless_row(await self.media.prepare(request))
                 except TransientError as exc:
                     if tries == self.settings.max_attempts:
-                        return unsent(_gave_up(exc, tries, "tries"))
-                    count_retry(exc)
-                    await backoff(self._backoff_s(tries, exc))
+                        return self._unsent(request, _gave_up(exc, tries, "tries"), row)
+                    self._count_retry(request, row, exc)
+                    await self._backoff(row, self._backoff_s(tries, exc))
                     continue
                 if isinstance(prepared, Failure):
-                    return unsent(prepared)
+                    return self._unsent(request, prepared, row)
                 request = prepared
                 break
+        if self.answers is None:
+            exchange, failure = await self._ask(request, row)
+            return self._result(request, row, exchange, failure)
+        return await self._answer(request, row, self.answers)
+
+    async def _ask(
+        self, request: RowRequest, row: _RowRun
+    ) -> tuple[Exchange | None, Failure | None]:
+        """One turn: send with retries; the last exchange, and the failure that
+        ended it (None when answered). Attempts, waits and times go on ``row``."""
         call = self.protocol.build(
             request, self.settings.base_url, stream=self.settings.stream
         )
         exchange: Exchange | None = None
         tokens = self._tokens_to_reserve(request)
         failure: Failure | None = None
+        tally = row.tally
         try:
             # The first attempt runs without a retry controller: most rows need no
             # other, and building one per row is a measurable share of a fast run.
-            attempts = 1
-            exchange = await self._paced_send(request, call, tokens, waited)
+            tally.attempts += 1
+            exchange = await self._paced_send(request, call, tokens, row.waited)
             failure = _row_failure(exchange)
         except TransientError as first:
-            failure = _gave_up(first, attempts)
+            failure = _gave_up(first, row.turn_attempts(tally))
             if self.settings.max_attempts > 1:
-                count_retry(first)
-                await backoff(self._backoff_s(1, first))
+                self._count_retry(request, row, first)
+                await self._backoff(row, self._backoff_s(1, first))
                 retrying = build_retrying(
                     max_attempts=self.settings.max_attempts,
                     clock=self.clock,
-                    on_retry=count_retry,
+                    on_retry=lambda exc: self._count_retry(request, row, exc),
                     rng=self.rng,
-                    sleep=backoff,
+                    sleep=lambda seconds: self._backoff(row, seconds),
                     offset=1,
                 )
                 try:
                     async for attempt in retrying:
                         with attempt:
-                            attempts += 1
+                            tally.attempts += 1
                             exchange = await self._paced_send(
-                                request, call, tokens, waited
+                                request, call, tokens, row.waited
                             )
                             failure = _row_failure(exchange)
                 except TransientError as exc:
-                    failure = _gave_up(exc, attempts)
+                    failure = _gave_up(exc, row.turn_attempts(tally))
+        row.turn_start = tally.attempts
+        if exchange is not None:
+            tally.add_time(exchange.latency_ms, exchange.ttft_ms)
+            if failure is None and isinstance(exchange.result, Completion):
+                tally.add_answer(
+                    exchange.result,
+                    self.settings.prices,
+                    request.model,
+                    self.settings.region,
+                )
+        return exchange, failure
+
+    async def _answer(
+        self, request: RowRequest, row: _RowRun, checker: AnswerChecker
+    ) -> RowResult:
+        """Ask, check the answer against the schema, and re-ask with the
+        validator's words while repairs remain. Each invalid answer is journaled
+        as it arrives (``on_answer``), so a kill before its repair loses nothing
+        paid for: the next run carries on from it."""
+        spec = checker.spec
+        turn = request
+        previous = self.resume.get(request.fingerprint) if self.resume else None
+        if previous is not None:  # an earlier run stopped between answer and repair
+            row.tally = Tally.resumed(previous)
+            row.retries.update(previous.retries)
+            row.waited[0] += previous.wait_ms / 1000
+            last = _journaled_answer(previous)
+            invalid = _journaled_invalid(previous)
+            if row.tally.repairs >= spec.max_repairs:
+                return self._invalid(request, row, last, invalid, final=True)
+            row.last_invalid = (last, invalid)
+            row.tally.repairs += 1
+            row.tally.repair_causes[invalid.cause] += 1
+            turn = repair_request(turn, last, invalid, spec)
+        while True:
+            exchange, failure = await self._ask(turn, row)
+            completion = exchange.result if exchange is not None else None
+            if failure is not None or not isinstance(completion, Completion):
+                result = self._result(request, row, exchange, failure)
+                if row.last_invalid is not None:  # what the repairs had reached
+                    self._keep_invalid(result, *row.last_invalid)
+                return result
+            status, _, _ = judge(completion)
+            if status is RowStatus.ERROR or completion.finish_reason == "length":
+                # filtered, or cut off at the output limit: nothing to check, and
+                # asking again would meet the same limit
+                return self._result(request, row, exchange, None)
+            verdict = checker.check(completion)
+            if isinstance(verdict, Valid):
+                result = self._result(request, row, exchange, None)
+                result.status, result.error_code, result.error_message = (
+                    RowStatus.OK,
+                    None,
+                    None,
+                )
+                result.answer_json = verdict.json
+                return result
+            final = row.tally.repairs >= spec.max_repairs
+            result = self._invalid(request, row, completion, verdict, final=final)
+            if final:
+                return result
+            if self.on_answer is not None:
+                self.on_answer(request, result)  # journaled before the repair
+            row.last_invalid = (completion, verdict)
+            row.tally.repairs += 1
+            row.tally.repair_causes[verdict.cause] += 1
+            turn = repair_request(turn, completion, verdict, spec)
+
+    def _invalid(
+        self,
+        request: RowRequest,
+        row: _RowRun,
+        completion: Completion,
+        invalid: Invalid,
+        *,
+        final: bool,
+    ) -> RowResult:
+        """An invalid answer: final when its repairs ran out; otherwise the record
+        journaled before its repair, which the next run continues (retryable)."""
+        result = self._base(request, row)
+        self._keep_invalid(result, completion, invalid)
+        result.status = RowStatus.INVALID
+        result.http_status = 200
+        result.request_id = completion.request_id
+        result.response_model = completion.model
+        result.finish_reason = completion.finish_reason
+        result.error_code = "invalid_answer"
+        result.error_message = (
+            f"the answer did not match the schema after {row.tally.repairs} "
+            f"repair{'s' if row.tally.repairs != 1 else ''}: {invalid.message}"
+        )
+        result.retryable = not final
+        return result
+
+    @staticmethod
+    def _keep_invalid(
+        result: RowResult, completion: Completion, invalid: Invalid
+    ) -> None:
+        """The invalid answer on the row: what the model said, and why it failed."""
+        result.content = completion.content
+        result.reasoning_content = completion.reasoning_content or None
+        result.tool_calls = tool_calls_json(completion.tool_calls)
+        result.validation_error = f"{invalid.cause}: {invalid.message}"
+
+    def _count_retry(
+        self, request: RowRequest, row: _RowRun, exc: TransientError
+    ) -> None:
+        row.retries[exc.code] += 1
+        if self.on_retry is not None:
+            self.on_retry(request, exc, row.tally.attempts)
+
+    async def _backoff(self, row: _RowRun, seconds: float) -> None:
+        row.waited[0] += seconds
+        await self.clock.sleep(seconds)
+
+    def _base(self, request: RowRequest, row: _RowRun) -> RowResult:
         result = RowResult(
             fingerprint=request.fingerprint,
             status=RowStatus.ERROR,
             model=request.model,
             api=self.protocol.name,
-            attempts=attempts,
-            started_at=started_at,
-            retries=dict(retries),
-            wait_ms=round(waited[0] * 1000, 3),
+            started_at=row.started_at,
+            retries=dict(row.retries),
+            wait_ms=round(row.waited[0] * 1000, 3),
         )
-        if exchange is not None:
-            result.latency_ms = round(exchange.latency_ms, 3)
-            result.ttft_ms = (
-                round(exchange.ttft_ms, 3) if exchange.ttft_ms is not None else None
-            )
+        row.tally.fill(result)
+        result.finished_at = self.clock.wall().isoformat()
+        return result
+
+    def _result(
+        self,
+        request: RowRequest,
+        row: _RowRun,
+        exchange: Exchange | None,
+        failure: Failure | None,
+    ) -> RowResult:
+        result = self._base(request, row)
         if failure is not None:
             result.error_code = failure.code
             result.error_message = failure.message
@@ -258,8 +363,15 @@ class RowSender:
             result.request_id = failure.request_id
             result.retryable = failure.kind == "transient"
         elif exchange is not None and isinstance(exchange.result, Completion):
-            self._fill(result, exchange.result)
-        result.finished_at = self.clock.wall().isoformat()
+            completion = exchange.result
+            result.status, result.error_code, result.error_message = judge(completion)
+            result.http_status = 200
+            result.content = completion.content
+            result.reasoning_content = completion.reasoning_content or None
+            result.finish_reason = completion.finish_reason
+            result.request_id = completion.request_id
+            result.response_model = completion.model
+            result.tool_calls = tool_calls_json(completion.tool_calls)
         return result
 
     def _backoff_s(self, attempt: int, exc: TransientError) -> float:
@@ -289,53 +401,49 @@ class RowSender:
             finished_at=now,
         )
 
-    def _unsent(
-        self,
-        request: RowRequest,
-        failure: Failure,
-        started_at: str,
-        retries: Counter[str],
-        waited_s: float,
-    ) -> RowResult:
+    def _unsent(self, request: RowRequest, failure: Failure, row: _RowRun) -> RowResult:
         """A row whose media could not be made ready: nothing was sent."""
-        return RowResult(
-            fingerprint=request.fingerprint,
-            status=RowStatus.ERROR,
-            model=request.model,
-            api=self.protocol.name,
-            attempts=0,
-            error_code=failure.code,
-            error_message=failure.message,
-            http_status=failure.http_status,
-            retryable=failure.kind == "transient",
-            retries=dict(retries),
-            wait_ms=round(waited_s * 1000, 3),
-            started_at=started_at,
-            finished_at=self.clock.wall().isoformat(),
-        )
+        result = self._base(request, row)
+        result.error_code = failure.code
+        result.error_message = failure.message
+        result.http_status = failure.http_status
+        result.retryable = failure.kind == "transient"
+        return result
 
-    def _fill(self, result: RowResult, completion: Completion) -> None:
-        status, code, message = judge(completion)
-        result.status = status
-        result.error_code = code
-        result.error_message = message
-        result.http_status = 200
-        result.content = completion.content
-        result.reasoning_content = completion.reasoning_content or None
-        result.finish_reason = completion.finish_reason
-        result.request_id = completion.request_id
-        result.response_model = completion.model
-        usage = completion.usage
-        if usage is not None:
-            result.input_tokens = usage.input_tokens
-            result.output_tokens = usage.output_tokens
-            result.reasoning_tokens = usage.reasoning_tokens
-            result.cached_tokens = usage.cached_tokens
-            result.cache_creation_tokens = usage.cache_creation_tokens
-            result.total_tokens = usage.total_tokens
-            result.cost, result.currency = cost_of(
-                self.settings.prices, result.model, self.settings.region, usage
-            )
+
+@dataclass(slots=True)
+class _RowRun:
+    """One row's progress through its turns and attempts."""
+
+    started_at: str
+    tally: Tally = field(default_factory=Tally)
+    retries: Counter[str] = field(default_factory=Counter)
+    waited: list[float] = field(default_factory=lambda: [0.0])  # seconds paced
+    turn_start: int = 0  # attempts made before the current turn
+    #: the last invalid answer and why, while a repair of it is under way
+    last_invalid: tuple[Completion, Invalid] | None = None
+
+    def turn_attempts(self, tally: Tally) -> int:
+        return tally.attempts - self.turn_start
+
+
+def _journaled_answer(record: RowResult) -> Completion:
+    """The invalid answer an unfinished row's journal record holds."""
+    return Completion(
+        content=record.content or "",
+        reasoning_content=record.reasoning_content or "",
+        finish_reason=record.finish_reason,
+        usage=None,
+        request_id=record.request_id,
+        model=record.response_model,
+        tool_calls=tool_calls_of(record.tool_calls),
+    )
+
+
+def _journaled_invalid(record: RowResult) -> Invalid:
+    """Why that answer was invalid (``validation_error`` is "cause: message")."""
+    cause, sep, message = (record.validation_error or "").partition(": ")
+    return Invalid(cause, message) if sep else Invalid("invalid", cause)
 
 
 def _gave_up(exc: TransientError, attempts: int, what: str = "attempts") -> Failure:

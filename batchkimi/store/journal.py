@@ -28,6 +28,8 @@ _write = os.write
 JOURNAL_NAME = "journal.jsonl"
 _RECORD_FIELDS = tuple(field.name for field in fields(RowResult))
 FORMAT_VERSION = 1
+#: RowResult fields of cause -> count, journaled as JSON text
+_COUNTS = ("retries", "repair_causes")
 _BLOCK = 1 << 16
 
 
@@ -145,11 +147,11 @@ class Journal:
         """Hand one result to the OS now; it is fsynced within the interval."""
         # a shallow read of the fields: dataclasses.asdict deep-copies, a cost per row
         record = {name: getattr(result, name) for name in _RECORD_FIELDS}
-        record["retries"] = (
-            jsoncodec.dumps(result.retries, sort_keys=True).decode()
-            if result.retries
-            else None
-        )
+        for name in _COUNTS:  # cause -> count, as a JSON object column
+            counts = record[name]
+            record[name] = (
+                jsoncodec.dumps(counts, sort_keys=True).decode() if counts else None
+            )
         record["row_id"] = row_id
         record["v"] = FORMAT_VERSION
         data = jsoncodec.dumps(record) + b"\n"

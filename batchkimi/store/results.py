@@ -8,10 +8,13 @@ previous version intact.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
+from batchkimi.answers.columns import answer_columns
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowStatus
 from batchkimi.store.journal import read_latest
@@ -50,14 +53,26 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "wait_ms": pl.Float64(),  # time paced by rate limits or backing off
     "retryable": pl.Boolean(),  # failed only because attempts ran out: resent next run
     "cache_creation_tokens": pl.Int64(),  # input written to a new explicit cache
+    "tool_calls": pl.String(),  # JSON list: the model's function calls
+    "answer_json": pl.String(),  # a structured answer, validated (ok rows only)
+    "repairs": pl.Int64(),  # re-asks after an invalid structured answer
+    "repair_causes": pl.String(),  # JSON object: cause -> repairs
+    "validation_error": pl.String(),  # why the last structured answer was invalid
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 #: what the journal holds of each result (everything but the row's own id)
 JOURNAL_SCHEMA = {name: dtype for name, dtype in RESULTS_SCHEMA.items() if name != "id"}
 
 
-def build_results(rows_path: Path, state_dir: Path, *, api: str) -> pl.DataFrame:
-    """Join the register with the journals' newest results, in manifest order.
+def build_results(
+    rows_path: Path,
+    state_dir: Path,
+    *,
+    api: str,
+    answer_schema: Mapping[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Join the register with the journals' newest results, in manifest order; a
+    structured job's answers become typed columns after the kept input columns.
 
     The frame ends with the register's ``_in_scope`` column; drop it before writing.
     """
@@ -89,15 +104,18 @@ def build_results(rows_path: Path, state_dir: Path, *, api: str) -> pl.DataFrame
         .alias("error_message"),
         pl.col("_fingerprint").alias("fingerprint"),
         pl.col("attempts").fill_null(0),
+        pl.col("repairs").fill_null(0),
     )
+    typed: list[pl.Expr] = []
+    if answer_schema is not None:
+        typed = answer_columns(answer_schema, taken=[*kept, *OUTPUT_COLUMNS])
     # _in_scope (whether this run's shard owns the row) is for the caller to drop
     ordered = ["id", *kept, *[c for c in OUTPUT_COLUMNS if c != "id"], "_in_scope"]
-    return out.select(
-        [
-            pl.col(c).cast(RESULTS_SCHEMA[c]) if c in RESULTS_SCHEMA else pl.col(c)
-            for c in ordered
-        ]
-    )
+    columns = [
+        pl.col(c).cast(RESULTS_SCHEMA[c]) if c in RESULTS_SCHEMA else pl.col(c)
+        for c in ordered
+    ]
+    return out.select([*columns[: 1 + len(kept)], *typed, *columns[1 + len(kept) :]])
 
 
 class OutputWriteError(BatchkimiError):

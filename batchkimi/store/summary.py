@@ -38,11 +38,34 @@ def _percentiles(series: pl.Series) -> dict[str, float | None]:
     }
 
 
-def _retries(frame: pl.DataFrame) -> dict[str, int]:
+def _counts(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    """A JSON cause -> count column, summed (``retries``, ``repair_causes``)."""
     counts: Counter[str] = Counter()
-    for raw in frame["retries"].drop_nulls():
-        counts.update(json.loads(raw))
+    if column in frame.columns:
+        for raw in frame[column].drop_nulls():
+            counts.update(json.loads(raw))
     return dict(sorted(counts.items()))
+
+
+def structured_answers(rows: pl.DataFrame) -> dict[str, Any] | None:
+    """How a structured job's answers went: valid at the first answer, valid after
+    repairs, invalid when repairs ran out; repairs (each request once) by cause.
+    None for a free-text job."""
+    if "answer_json" not in rows.columns:
+        return None
+    ok = rows.filter(pl.col("answer_json").is_not_null())
+    invalid = rows.filter(pl.col("status") == "invalid")
+    sent = billed(rows)
+    repairs = int(sent["repairs"].fill_null(0).sum())
+    if ok.is_empty() and invalid.is_empty() and not repairs:
+        return None
+    return {
+        "valid_first_answer": ok.filter(pl.col("repairs").fill_null(0) == 0).height,
+        "repaired": ok.filter(pl.col("repairs").fill_null(0) > 0).height,
+        "invalid": invalid.height,
+        "repairs": repairs,
+        "repairs_by_cause": _counts(sent, "repair_causes"),
+    }
 
 
 def billed(frame: pl.DataFrame) -> pl.DataFrame:
@@ -74,7 +97,7 @@ def _group(rows: pl.DataFrame) -> dict[str, Any]:
         "rows_without_price": answered_rows.height - priced_rows.height,
         "attempts": int(frame["attempts"].sum()),
         "wait_s": round(float(frame["wait_ms"].fill_null(0).sum()) / 1000, 3),
-        "retries_by_cause": _retries(frame),
+        "retries_by_cause": _counts(frame, "retries"),
         "latency_ms": _percentiles(frame["latency_ms"]),
         "ttft_ms": _percentiles(frame["ttft_ms"]),
     }
@@ -89,9 +112,15 @@ def build_summary(
     overall["rows_per_s"] = (
         round(sent_this_run / elapsed_s, 2) if elapsed_s > 0 and sent_this_run else None
     )
+    answers = structured_answers(frame)
+    if answers is not None:
+        overall["structured"] = answers
     models = {}
     for model in sorted(frame["model"].drop_nulls().unique().to_list()):
-        models[model] = _group(frame.filter(pl.col("model") == model))
+        rows = frame.filter(pl.col("model") == model)
+        models[model] = _group(rows)
+        if answers is not None:
+            models[model]["structured"] = structured_answers(rows)
     return {"run": run, "overall": overall, "by_model": models}
 
 

@@ -1,0 +1,1 @@
+"""Structured answers: the declared schema, checking, repair turns, typed columns."""
