@@ -11,7 +11,14 @@ import math
 
 from batchkimi import jsoncodec
 from batchkimi.catalogue import ModelInfo
-from batchkimi.records import ImagePart, Message, RowRequest, TextPart, VideoPart
+from batchkimi.records import (
+    ImagePart,
+    Message,
+    RowRequest,
+    TextPart,
+    Usage,
+    VideoPart,
+)
 
 #: Per image and per video frame. The Kimi pages document no rate; these are the
 #: generous ends of Model Studio's vision models (a 2K image, a 448-pixel frame), so a
@@ -92,6 +99,26 @@ def worst_output_tokens(request: RowRequest, info: ModelInfo) -> int:
     )
     reasoning = (info.max_reasoning_tokens or DEFAULT_MAX_REASONING) if thinks else 0
     return (answer or DEFAULT_MAX_OUTPUT) + reasoning
+
+
+#: a repair turn's reply: the validator's message and the request to answer again
+REPAIR_REPLY_TOKENS = 80
+
+
+def worst_case(request: RowRequest, info: ModelInfo, repairs: int = 0) -> Usage:
+    """The most a request may be billed for: every answer using its whole output
+    budget and, for a structured request, every answer invalid and repaired
+    ``repairs`` times (each repair resends the conversation, grown by the answer
+    and the validator's reply)."""
+    estimated = request_input_tokens(request)
+    worst = worst_output_tokens(request, info)
+    return Usage(
+        input_tokens=sum(
+            estimated + turn * (worst + REPAIR_REPLY_TOKENS)
+            for turn in range(repairs + 1)
+        ),
+        output_tokens=worst * (repairs + 1),
+    )
 
 
 def input_limit(request: RowRequest, info: ModelInfo) -> tuple[int, str]:

@@ -24,24 +24,24 @@ from batchkimi.estimate import (
     input_limit,
     input_tokens,
     request_input_tokens,
+    worst_case,
     worst_output_tokens,
 )
-from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
-from batchkimi.manifest.reader import open_manifest
-from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.manifest.requests import RowProblem
 from batchkimi.media.limits import FRAMES_MIN
 from batchkimi.media.preflight import (
     MediaProblem,
     MediaSettings,
     describe_problems,
     inspect,
-    media_settings,
     needs_preparing,
 )
-from batchkimi.pricing import PriceTable, load_prices, unknown_notes
+from batchkimi.prepare import PreparedJob
+from batchkimi.pricing import PriceTable, unknown_notes
 from batchkimi.records import RowRequest, Usage
 from batchkimi.schedule.ratelimit import HEADROOM
+from batchkimi.settings import Job
 from batchkimi.store.journal import answered_fingerprints
 from batchkimi.urlcheck import UrlChecker
 
@@ -52,8 +52,6 @@ STATE_DIR = ".batchkimi"
 EXPECTED_ANSWER_TOKENS = 256
 EXPECTED_REASONING_TOKENS = 1_024
 PROBLEMS_KEPT = 1_000  # problem rows listed in full; the rest are counted
-#: a repair turn's reply: the validator's message and the request to answer again
-REPAIR_REPLY_TOKENS = 80
 
 
 @dataclass(slots=True)
@@ -89,6 +87,13 @@ class Plan:
     already_done: int = 0
     duplicates: int = 0
     to_send: int = 0
+    #: rows ready to send that this run would not send: past --limit, or past
+    #: what --max-cost allows at the expected cost of each request
+    beyond_limit: int = 0
+    beyond_budget: int = 0
+    #: False when the job names no output folder: nothing is skipped as already
+    #: answered, and the plan is not saved
+    output: str | None = None
     models: dict[str, ModelPlan] = field(default_factory=dict)
     seconds_at_limits: float | None = None
     assumptions: dict[str, Any] = field(default_factory=dict)
@@ -100,9 +105,9 @@ class Plan:
         return asdict(self)
 
 
-def _expected_output(request: RowRequest, spec: JobSpec, worst: int) -> int:
-    if spec.expected_output_tokens is not None:
-        guess = spec.expected_output_tokens
+def _expected_output(request: RowRequest, job: Job, worst: int) -> int:
+    if job.asking.expected_output_tokens is not None:
+        guess = job.asking.expected_output_tokens
     else:
         info = get_model(request.model)
         thinks = (
@@ -136,11 +141,13 @@ def _media_problem(
     }
 
 
-def _price(plan: ModelPlan, model: str, spec: JobSpec, prices: PriceTable) -> None:
-    price = prices.get((model, spec.region))
+def _price(plan: ModelPlan, model: str, job: Job, prices: PriceTable) -> None:
+    price = prices.get((model, job.connection.region))
     if price is None:
-        note = unknown_notes(spec.prices).get(model)
-        plan.price_note = note or f"no price known for {model} in {spec.region}"
+        note = unknown_notes(job.writing.prices).get(model)
+        plan.price_note = (
+            note or f"no price known for {model} in {job.connection.region}"
+        )
         return
     plan.currency = price.currency
     plan.cost = round(price.cost_of(Usage(plan.input_tokens, plan.output_tokens)), 6)
@@ -159,29 +166,42 @@ def _duration(plan: ModelPlan) -> float | None:
     return max(bounds) if bounds else None
 
 
-def make_plan(spec: JobSpec) -> Plan:
+def make_plan(prepared: PreparedJob) -> Plan:
     """Read the manifest and the output folder; send nothing to the service. With
     ``check_urls``, media URLs are looked at (HEAD) as a run would before sending."""
+    prepared.read_rows()
+    job = prepared.job
     with asyncio.Runner() as loop:
-        urls = UrlChecker(concurrency=spec.concurrency) if spec.check_urls else None
+        urls = (
+            UrlChecker(concurrency=job.pacing.concurrency)
+            if job.media.check_urls
+            else None
+        )
         try:
-            return _make_plan(spec, loop, urls)
+            return _make_plan(prepared, loop, urls)
         finally:
             if urls is not None:
                 loop.run(urls.aclose())
 
 
-def _make_plan(spec: JobSpec, loop: asyncio.Runner, urls: UrlChecker | None) -> Plan:
-    manifest = open_manifest(spec.input)
-    builder = RequestBuilder(spec, manifest.columns, str(spec.input))
-    state = spec.output / STATE_DIR
-    done = answered_fingerprints(state, spec.rerun_set) if state.is_dir() else set()
-    shard = spec.shard_parts
+def _make_plan(
+    prepared: PreparedJob, loop: asyncio.Runner, urls: UrlChecker | None
+) -> Plan:
+    job, builder, settings = prepared.job, prepared.builder, prepared.media
+    output = job.writing.output
+    state = output / STATE_DIR if output is not None else None
+    done = (
+        answered_fingerprints(state, job.writing.rerun_set)
+        if state is not None and state.is_dir()
+        else set()
+    )
+    shard = job.reading.shard_parts
     plan = Plan(created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    plan.output = str(output) if output is not None else None
+    budget = _Budget(job, prepared.prices)
     seen: set[str] = set()
-    settings = media_settings(spec)
     index = 0
-    for batch in manifest.iter_batches(spec.batch_rows):
+    for batch in prepared.manifest.iter_batches(job.reading.batch_rows):
         ready: list[RowRequest] = []  # rows that pass every check made here
         for row in batch.iter_rows(named=True):
             built = builder.build(index, row)
@@ -209,24 +229,27 @@ def _make_plan(spec: JobSpec, loop: asyncio.Runner, urls: UrlChecker | None) -> 
         for request, problems in zip(ready, remote, strict=True):
             if problems:
                 _add_problem(plan, _media_problem(request, problems, settings))
+            elif job.reading.limit is not None and plan.to_send >= job.reading.limit:
+                plan.beyond_limit += 1  # the run stops at --limit
+            elif not budget.admits(request):
+                plan.beyond_budget += 1  # the run stops before --max-cost
             else:
-                _count(plan, request, spec)
+                _count(plan, request, job)
     plan.problems.sort(key=lambda problem: int(problem["row"]))
     plan.rows = index
-    prices = load_prices(spec.prices)
     for model, share in plan.models.items():
-        share.rpm, share.tpm = spec.limits_of(model)
+        share.rpm, share.tpm = job.limits_of(model)
         share.seconds_at_limits = _duration(share)
-        _price(share, model, spec, prices)
+        _price(share, model, job, prepared.prices)
     durations = [m.seconds_at_limits for m in plan.models.values()]
     if durations and all(d is not None for d in durations):
         plan.seconds_at_limits = max(d for d in durations if d is not None)
-    plan.answer = _answer_plan(spec)
+    plan.answer = _answer_plan(job)
     plan.assumptions = {
-        "expected_output_tokens": spec.expected_output_tokens
+        "expected_output_tokens": job.asking.expected_output_tokens
         or f"{EXPECTED_ANSWER_TOKENS}, plus {EXPECTED_REASONING_TOKENS} when thinking",
         "input_tokens": "about 3 characters a token; images and frames at flat rates",
-        "region": spec.region,
+        "region": job.connection.region,
     }
     return plan
 
@@ -243,8 +266,8 @@ async def _remote_problems(
     return list(await asyncio.gather(*(urls.problems(r) for r in requests)))
 
 
-def _answer_plan(spec: JobSpec) -> dict[str, Any] | None:
-    answer = spec.answer
+def _answer_plan(job: Job) -> dict[str, Any] | None:
+    answer = job.asking.answer
     if answer is None:
         return None
     return {
@@ -258,7 +281,7 @@ def _answer_plan(spec: JobSpec) -> dict[str, Any] | None:
     }
 
 
-def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:
+def _count(plan: Plan, request: RowRequest, job: Job) -> None:
     share = plan.models.setdefault(request.model, ModelPlan())
     info = get_model(request.model)
     worst = worst_output_tokens(request, info)
@@ -268,15 +291,43 @@ def _count(plan: Plan, request: RowRequest, spec: JobSpec) -> None:
         _warn_if_over(plan, request, limit, what)
     share.requests += 1
     share.input_tokens += estimated
-    share.output_tokens += _expected_output(request, spec, worst)
-    # at worst every answer is invalid and repaired: each repair turn resends the
-    # conversation, grown by the answer and the validator's reply
-    repairs = spec.answer.max_repairs if spec.answer is not None else 0
-    share.worst_input_tokens += sum(
-        estimated + turn * (worst + REPAIR_REPLY_TOKENS) for turn in range(repairs + 1)
-    )
-    share.worst_output_tokens += worst * (repairs + 1)
+    share.output_tokens += _expected_output(request, job, worst)
+    most = worst_case(request, info, _repairs(job))
+    share.worst_input_tokens += most.input_tokens
+    share.worst_output_tokens += most.output_tokens
     plan.to_send += 1
+
+
+def _repairs(job: Job) -> int:
+    answer = job.asking.answer
+    return answer.max_repairs if answer is not None else 0
+
+
+class _Budget:
+    """``--max-cost`` as the run keeps it: a request is sent only if its worst case
+    fits beside what the requests before it cost (at their expected cost here)."""
+
+    def __init__(self, job: Job, prices: PriceTable) -> None:
+        self.job = job
+        self.prices = prices
+        self.limit = job.stopping.max_cost
+        self.spent = 0.0
+
+    def admits(self, request: RowRequest) -> bool:
+        if self.limit is None:
+            return True
+        price = self.prices.get((request.model, self.job.connection.region))
+        if price is None:
+            return False  # the run stops at a request it cannot price
+        info = get_model(request.model)
+        worst = price.cost_of(worst_case(request, info, _repairs(self.job)))
+        if self.spent + worst > self.limit + 1e-12:
+            return False
+        expected = _expected_output(
+            request, self.job, worst_output_tokens(request, info)
+        )
+        self.spent += price.cost_of(Usage(request_input_tokens(request), expected))
+        return True
 
 
 def _warn_if_over(plan: Plan, request: RowRequest, limit: int, what: str) -> None:

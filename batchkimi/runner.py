@@ -1,6 +1,6 @@
 """Run a job: manifest → requests → scheduler → journal → results.parquet, summary.json.
 
-Everything the run needs comes in as arguments (spec, key, clock, observer), so tests
+Everything the run needs comes in as arguments (job, key, clock, observer), so tests
 build a spec and call ``run_job`` directly. The output folder is locked for the whole
 run; whatever happens, the journal is closed (fsynced) before the lock is released, and
 the outputs are rebuilt from it unless a second signal asked to stop at once.
@@ -28,12 +28,10 @@ from batchkimi.client import ModelStudioClient
 from batchkimi.clock import Clock, SystemClock
 from batchkimi.credentials import ApiKey
 from batchkimi.errors import ConfigError, FatalApiError, ManifestError
-from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.keys import shard_of
-from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
+from batchkimi.manifest.reader import Manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
-from batchkimi.media.preflight import media_settings
-from batchkimi.pricing import load_prices
+from batchkimi.prepare import PreparedJob
 from batchkimi.records import RowRequest, RowResult, RowStatus
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
@@ -47,6 +45,7 @@ from batchkimi.schedule.media import MediaPreparer
 from batchkimi.schedule.scheduler import run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
+from batchkimi.settings import Job
 from batchkimi.store.journal import (
     Journal,
     JournalError,
@@ -54,7 +53,7 @@ from batchkimi.store.journal import (
     resend_condition,
 )
 from batchkimi.store.lock import OutputLock, outputs_lock
-from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
+from batchkimi.store.results import RESULTS_NAME, build_results
 from batchkimi.store.results import write_atomically as write_results
 from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
 from batchkimi.store.state import (
@@ -126,25 +125,6 @@ class RunOutcome:
     pending: int = 0  # in-scope rows the next run would send
 
 
-def kept_columns(spec: JobSpec, manifest: Manifest) -> dict[str, str]:
-    """Manifest column → output column for the input columns the job keeps."""
-    wanted = (
-        list(spec.keep_columns) if spec.keep_columns is not None else manifest.columns
-    )
-    missing = [c for c in wanted if c not in manifest.columns]
-    if missing:
-        msg = (
-            f"keep_columns names {', '.join(missing)}, which the manifest does not "
-            f"have (it has: {', '.join(manifest.columns)})"
-        )
-        raise ConfigError(msg)
-    return {
-        column: f"input_{column}" if column in OUTPUT_COLUMNS else column
-        for column in wanted
-        if column != "id"  # the manifest's id becomes the output's id itself
-    }
-
-
 class _RowSource:
     """Reads the manifest batch by batch, registers every row, yields what to send."""
 
@@ -154,21 +134,21 @@ class _RowSource:
         builder: RequestBuilder,
         register: RowRegister,
         done: set[str],
-        spec: JobSpec,
+        job: Job,
     ) -> None:
         self.manifest = manifest
         self.builder = builder
         self.register = register
         self.done = done
-        self.spec = spec
+        self.job = job
         self.seen: set[str] = set()
         self.duplicates = 0  # rows whose request equals an earlier row's: sent once
         self.local_media = False  # some row names a local file
 
     def batches(self) -> Iterator[list[RowRequest]]:
         index = 0
-        shard = self.spec.shard_parts
-        for batch in self.manifest.iter_batches(self.spec.batch_rows):
+        shard = self.job.reading.shard_parts
+        for batch in self.manifest.iter_batches(self.job.reading.batch_rows):
             internal: dict[str, list[Any]] = {name: [] for name in INTERNAL_COLUMNS}
             to_send: list[RowRequest] = []
             for row in batch.iter_rows(named=True):
@@ -181,7 +161,7 @@ class _RowSource:
                     internal["_fingerprint"].append(None)
                     internal["_problem_code"].append(built.code)
                     internal["_problem_message"].append(built.message)
-                    internal["_model"].append(self.spec.model)
+                    internal["_model"].append(self.job.asking.model)
                 else:
                     internal["_fingerprint"].append(built.fingerprint)
                     internal["_problem_code"].append(None)
@@ -214,8 +194,8 @@ def _has_local_media(request: RowRequest) -> bool:
     )
 
 
-def _open_state(spec: JobSpec) -> Path:
-    state = spec.output / STATE_DIR
+def _open_state(job: Job) -> Path:
+    state = job.output / STATE_DIR
     try:
         state.mkdir(parents=True, exist_ok=True)
         probe = state / f".writable.{os.getpid()}"
@@ -223,7 +203,7 @@ def _open_state(spec: JobSpec) -> Path:
         probe.unlink()
     except OSError as exc:
         msg = (
-            f"cannot write to the output folder {spec.output}: {exc.strerror}. "
+            f"cannot write to the output folder {job.output}: {exc.strerror}. "
             "Choose another --output or fix its permissions"
         )
         raise ConfigError(msg) from exc
@@ -231,7 +211,7 @@ def _open_state(spec: JobSpec) -> Path:
 
 
 async def run_job(
-    spec: JobSpec,
+    prepared: PreparedJob,
     key: ApiKey,
     *,
     clock: Clock | None = None,
@@ -239,18 +219,12 @@ async def run_job(
     transport: httpx.AsyncBaseTransport | None = None,
     handle_signals: bool = False,
 ) -> RunOutcome:
-    """Run the job to the end (or to a stop) and write its outputs."""
-    manifest = open_manifest(spec.input)
-    builder = RequestBuilder(spec, manifest.columns, str(spec.input))
-    kept = kept_columns(spec, manifest)
-    state = _open_state(spec)
-    with OutputLock(state, shard=spec.shard_label):
+    """Run a prepared job to the end (or to a stop) and write its outputs."""
+    state = _open_state(prepared.job)
+    with OutputLock(state, shard=prepared.job.reading.shard_label):
         return await _run_locked(
-            spec,
+            prepared,
             key,
-            manifest,
-            builder,
-            kept,
             state,
             clock=clock or SystemClock(),
             observer=observer or _SilentObserver(),
@@ -260,11 +234,8 @@ async def run_job(
 
 
 async def _run_locked(
-    spec: JobSpec,
+    prepared: PreparedJob,
     key: ApiKey,
-    manifest: Manifest,
-    builder: RequestBuilder,
-    kept: dict[str, str],
     state: Path,
     *,
     clock: Clock,
@@ -272,64 +243,64 @@ async def _run_locked(
     transport: httpx.AsyncBaseTransport | None,
     handle_signals: bool,
 ) -> RunOutcome:
-    previous = load_state(state, spec.shard_label)
-    stamp = stamp_manifest(spec.input, previous.manifest if previous else None)
-    inputs = inputs_key(spec, stamp)
-    outputs = [spec.output / RESULTS_NAME, spec.output / SUMMARY_NAME]
+    job, prices = prepared.job, prepared.prices
+    previous = load_state(state, job.reading.shard_label)
+    stamp = stamp_manifest(job.reading.input, previous.manifest if previous else None)
+    inputs = inputs_key(job.results_settings(), stamp)
+    outputs = [job.output / RESULTS_NAME, job.output / SUMMARY_NAME]
     if (current := current_state(previous, inputs, state, outputs)) is not None:
-        return _already_current(spec, current, observer)
-    total_rows = check_rows(manifest)  # a broken line stops the job before any send
-    prices = load_prices(spec.prices)
-    if spec.max_cost is not None and (spec.model, spec.region) not in prices:
-        msg = (
-            f"--max-cost needs a price, and none is known for {spec.model} in "
-            f"{spec.region}: give one with --prices FILE (see `batchkimi models`)"
-        )
-        raise ConfigError(msg)
-    journal, torn = Journal.open(state, shard=spec.shard_label)
+        return _already_current(job, current, observer)
+    total_rows = prepared.read_rows()  # a broken line stops the job before any send
+    journal, torn = Journal.open(state, shard=job.reading.shard_label)
     warnings: list[str] = []
     if torn:
         warnings.append(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    done = answered_fingerprints(state, spec.rerun_set)
-    answer = spec.answer
+    done = answered_fingerprints(state, job.writing.rerun_set)
+    answer = job.asking.answer
     resume = unfinished_answers(state) if answer is not None else {}
     for message in warnings:
         observer.on_warning(message)
 
-    register = RowRegister(state, kept, spec.shard_label)
-    source = _RowSource(manifest, builder, register, done, spec)
+    register = RowRegister(state, prepared.kept, job.reading.shard_label)
+    source = _RowSource(prepared.manifest, prepared.builder, register, done, job)
     batches = source.batches()
     client = ModelStudioClient(
         key,
-        concurrency=spec.concurrency,
-        timeout_s=spec.timeout_s,
-        idle_timeout_s=spec.idle_timeout_s,
+        concurrency=job.pacing.concurrency,
+        timeout_s=job.connection.timeout_s,
+        idle_timeout_s=job.connection.idle_timeout_s,
         clock=clock,
-        workspace_id=spec.workspace_id if spec.base_url is None else None,
+        workspace_id=job.connection.workspace_id
+        if job.connection.base_url is None
+        else None,
         transport=transport,
     )
-    limits = _limit_store(spec, key, observer)
-    native = spec.api == "dashscope"
+    limits = _limit_store(job, key, observer)
+    native = job.connection.api == "dashscope"
     uploader = (
-        TemporaryUploader(key, spec.resolved_base_url, clock=clock, transport=transport)
+        TemporaryUploader(
+            key, job.connection.resolved_base_url, clock=clock, transport=transport
+        )
         if native
         else None
     )
-    urls = UrlChecker(concurrency=spec.concurrency) if spec.check_urls else None
-    media = MediaPreparer(media_settings(spec), uploader, urls)
+    urls = (
+        UrlChecker(concurrency=job.pacing.concurrency) if job.media.check_urls else None
+    )
+    media = MediaPreparer(prepared.media, uploader, urls)
     sender = RowSender(
         client,
-        protocol_for(spec.api),
+        protocol_for(job.connection.api),
         SendSettings(
-            base_url=spec.resolved_base_url,
-            stream=spec.stream,
-            max_attempts=spec.max_attempts,
-            region=spec.region,
+            base_url=job.connection.resolved_base_url,
+            stream=job.connection.stream,
+            max_attempts=job.pacing.max_attempts,
+            region=job.connection.region,
             prices=prices,
-            max_throttle_wait_s=spec.max_throttle_wait_s,
+            max_throttle_wait_s=job.pacing.max_throttle_wait_s,
         ),
         clock,
         on_retry=lambda request, exc, attempt: observer.on_retry(
@@ -346,18 +317,26 @@ async def _run_locked(
         journal.append(result, row_id=request.row_id)
         observer.on_result(result)
 
-    stop = StopControl(grace_s=spec.grace_s)
+    stop = StopControl(grace_s=job.stopping.grace_s)
+    answer_spec = job.asking.answer
     gate = (
-        CostGate(CostBudget(spec.max_cost), prices, spec.region)
-        if (spec.max_cost is not None)
+        CostGate(
+            CostBudget(job.stopping.max_cost),
+            prices,
+            job.connection.region,
+            repairs=answer_spec.max_repairs if answer_spec is not None else 0,
+        )
+        if (job.stopping.max_cost is not None)
         else None
     )
     loop = asyncio.get_running_loop()
     timers = []
-    if spec.max_runtime_s is not None:
-        detail = f"--max-runtime {spec.max_runtime_s:g} s reached"
+    if job.stopping.max_runtime_s is not None:
+        detail = f"--max-runtime {job.stopping.max_runtime_s:g} s reached"
         timers.append(
-            loop.call_later(spec.max_runtime_s, stop.stop, "max_runtime", detail)
+            loop.call_later(
+                job.stopping.max_runtime_s, stop.stop, "max_runtime", detail
+            )
         )
     if handle_signals:
         _install_signal_handlers(loop, stop, observer)
@@ -375,9 +354,9 @@ async def _run_locked(
                 batches,
                 sender,
                 sink,
-                concurrency=spec.concurrency,
+                concurrency=job.pacing.concurrency,
                 stop=stop,
-                limit=spec.limit,
+                limit=job.reading.limit,
                 gate=gate,
             )
             sent, fatal = outcome.sent, outcome.fatal
@@ -390,7 +369,7 @@ async def _run_locked(
                 e for e in group.exceptions if isinstance(e, JournalError)
             )
         if limit_reached and not stop.stopping:
-            stop.reason, stop.detail = "limit", f"--limit {spec.limit} reached"
+            stop.reason, stop.detail = "limit", f"--limit {job.reading.limit} reached"
         if stop.reason is not None and manifest_error is None:
             observer.on_stop(stop.reason, stop.detail)
         if journal_error is None and manifest_error is None and not stop.hard:
@@ -426,7 +405,7 @@ async def _run_locked(
     if stop.hard:
         return RunOutcome(
             exit_code=3,
-            output=spec.output,
+            output=job.output,
             by_status={},
             sent=sent,
             summary={},
@@ -441,7 +420,7 @@ async def _run_locked(
         # shard appends meanwhile makes the next run take the full path (never less)
         sizes = journal_sizes(state)
         written = _write_outputs(
-            spec,
+            job,
             state,
             source,
             stop,
@@ -454,7 +433,7 @@ async def _run_locked(
         )
         save_state(
             state,
-            spec.shard_label,
+            job.reading.shard_label,
             RunState(
                 key=inputs,
                 manifest=stamp,
@@ -469,39 +448,37 @@ async def _run_locked(
     return written
 
 
-def _already_current(
-    spec: JobSpec, state: RunState, observer: RunObserver
-) -> RunOutcome:
+def _already_current(job: Job, state: RunState, observer: RunObserver) -> RunOutcome:
     """A finished job, run again on the same inputs: nothing to send or rebuild."""
     observer.on_info(
         f"nothing to do: all {state.rows:,} rows have their results and "
         "results.parquet is current (--retry-errors or --rerun sends failed rows again)"
     )
-    summary = json.loads((spec.output / SUMMARY_NAME).read_text("utf-8"))
+    summary = json.loads((job.output / SUMMARY_NAME).read_text("utf-8"))
     return RunOutcome(
         exit_code=state.exit_code,
-        output=spec.output,
+        output=job.output,
         by_status=state.by_status,
         sent=0,
         summary=summary,
     )
 
 
-def _limit_store(spec: JobSpec, key: ApiKey, observer: RunObserver) -> LimitStore:
+def _limit_store(job: Job, key: ApiKey, observer: RunObserver) -> LimitStore:
     """Budgets shared by every run on this machine when a limit is configured (limits
     are the account's, not the process's); otherwise this run's own, adaptive ones."""
-    if spec.limits_of(spec.model) == (None, None):
-        return MemoryLimits(spec.limits_of)
-    account = account_id(key, spec.resolved_base_url)
+    if job.limits_of(job.asking.model) == (None, None):
+        return MemoryLimits(job.limits_of)
+    account = account_id(key, job.connection.resolved_base_url)
     try:
-        return SharedLimits(state_home() / f"{account}.json", spec.limits_of)
+        return SharedLimits(state_home() / f"{account}.json", job.limits_of)
     except OSError as exc:
         observer.on_warning(
             f"cannot keep rate budgets in {state_home()} ({exc.strerror}): this run "
             "keeps its own, so runs beside it do not share them. Set XDG_STATE_HOME "
             "to a writable folder to share them"
         )
-        return MemoryLimits(spec.limits_of)
+        return MemoryLimits(job.limits_of)
 
 
 def _install_signal_handlers(
@@ -522,7 +499,7 @@ def _install_signal_handlers(
 
 
 def _write_outputs(
-    spec: JobSpec,
+    job: Job,
     state: Path,
     source: _RowSource,
     stop: StopControl,
@@ -534,11 +511,11 @@ def _write_outputs(
     finished_at: str,
     elapsed_s: float,
 ) -> RunOutcome:
-    answer = spec.answer
+    answer = job.asking.answer
     frame = build_results(
         source.register.path,
         state,
-        api=spec.api,
+        api=job.connection.api,
         answer_schema=answer.schema if answer is not None else None,
     )
     scope = frame.filter(frame["_in_scope"].fill_null(True))
@@ -547,7 +524,7 @@ def _write_outputs(
     for status, count in scope["status"].value_counts().iter_rows():
         by_status[status] = int(count)
     # rows the next run would send: what is re-sent anyway, and what was never sent
-    pending = scope.filter(resend_condition(spec.rerun_set | {"skipped"})).height
+    pending = scope.filter(resend_condition(job.writing.rerun_set | {"skipped"})).height
     shared_ids = (  # derived ids repeat only for identical rows: no surprise there
         scope.filter(scope["id"].is_duplicated())["id"]
         if source.builder.col("id") in source.builder.present
@@ -567,14 +544,14 @@ def _write_outputs(
         "started_at": started_at,
         "finished_at": finished_at,
         "host": socket.gethostname(),
-        "input": str(spec.input),
-        "api": spec.api,
-        "base_url": spec.resolved_base_url,
-        "region": spec.region,
-        "model": spec.model,
-        "stream": spec.stream,
-        "concurrency": spec.concurrency,
-        "shard": spec.shard,
+        "input": str(job.reading.input),
+        "api": job.connection.api,
+        "base_url": job.connection.resolved_base_url,
+        "region": job.connection.region,
+        "model": job.asking.model,
+        "stream": job.connection.stream,
+        "concurrency": job.pacing.concurrency,
+        "shard": job.reading.shard,
         "stop_reason": stop_reason,
         "stop_detail": stop.detail or None,
         "exit_code": exit_code,
@@ -587,11 +564,11 @@ def _write_outputs(
     summary = build_summary(
         frame, run=run_info, elapsed_s=elapsed_s, sent_this_run=sent
     )
-    write_results(frame, spec.output / RESULTS_NAME)
-    write_summary(summary, spec.output / SUMMARY_NAME)
+    write_results(frame, job.output / RESULTS_NAME)
+    write_summary(summary, job.output / SUMMARY_NAME)
     return RunOutcome(
         exit_code=exit_code,
-        output=spec.output,
+        output=job.output,
         by_status=by_status,
         sent=sent,
         summary=summary,

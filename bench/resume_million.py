@@ -25,9 +25,9 @@ from pathlib import Path
 import polars as pl
 from harness import bench_env, measure
 
-from batchkimi.jobspec import build_spec
 from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder
+from batchkimi.settings import Source, load_job
 
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
 
@@ -45,7 +45,9 @@ def make_job(folder: Path, rows: int) -> tuple[Path, Path]:
     output = folder / "out"
     state = output / ".batchkimi"
     state.mkdir(parents=True)
-    spec = build_spec({}, {"input": manifest, "output": output, "prompt": _PROMPT})
+    spec = load_job(
+        [Source("bench", {"input": manifest, "output": output, "prompt": _PROMPT})]
+    )
     opened = open_manifest(manifest)
     builder = RequestBuilder(spec, opened.columns, str(manifest))
     index = 0

@@ -12,8 +12,9 @@ import polars as pl
 
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
-from batchkimi.jobspec import JobSpec, build_spec
+from batchkimi.prepare import prepare_job
 from batchkimi.runner import RunOutcome, run_job
+from batchkimi.settings import Job, Source, load_job
 from batchkimi.simulator import SimulatorServer
 
 
@@ -57,8 +58,8 @@ def make_spec(
     rows: list[dict[str, Any]] | None = None,
     fmt: str = "csv",
     **overrides: Any,
-) -> JobSpec:
-    """A spec that sends to the test simulator; keyword arguments override fields."""
+) -> Job:
+    """A job that sends to the test simulator; keyword arguments override settings."""
     manifest = write_manifest(tmp_path / "in", rows or REVIEWS, fmt)
     values: dict[str, Any] = {
         "input": manifest,
@@ -71,16 +72,21 @@ def make_spec(
         "tpm": 0,
     }
     values.update(overrides)
-    return build_spec({}, values)
+    return job_of(values)
 
 
-def run(spec: JobSpec, *, clock: Clock | None = None) -> RunOutcome:
+def job_of(values: dict[str, Any]) -> Job:
+    """The job flat ``values`` describe, as the command line would build it."""
+    return load_job([Source("test", values)])
+
+
+def run(job: Job, *, clock: Clock | None = None) -> RunOutcome:
     key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
-    return asyncio.run(run_job(spec, key, clock=clock))
+    return asyncio.run(run_job(prepare_job(job), key, clock=clock))
 
 
-def read_results(spec: JobSpec) -> pl.DataFrame:
-    return pl.read_parquet(spec.output / "results.parquet")
+def read_results(job: Job) -> pl.DataFrame:
+    return pl.read_parquet(job.output / "results.parquet")
 
 
 def run_args(

@@ -10,8 +10,8 @@ import pytest
 from batchkimi.catalogue import load_catalogue
 from batchkimi.credentials import ApiKey, read_api_key
 from batchkimi.errors import ConfigError
-from batchkimi.jobspec import build_spec, load_toml, normalise
 from batchkimi.regions import base_url_for
+from batchkimi.settings import Source, load_job, read_job_file
 from batchkimi.simulator.facts import MODELS as SIMULATED
 
 
@@ -22,23 +22,27 @@ def test_command_line_beats_the_file_and_paths_follow_the_file(tmp_path: Path) -
         'input = "../data/m.csv"\noutput = "out"\nmodel = "kimi-k2.5"\nconcurrency = 3\n'
         "[parameters]\ntemperature = 0.1\nmax_tokens = 10\n"
     )
-    cli = normalise(
+    cli = Source(
+        "the command line",
         {"concurrency": 9, "parameters": {"max_tokens": 20}},
         base_dir=tmp_path,
-        origin="cli",
+        option_names=True,
     )
-    spec = build_spec(load_toml(job), cli)
-    assert spec.input == tmp_path / "data" / "m.csv"
+    spec = load_job([read_job_file(job), cli])
+    assert spec.reading.input == tmp_path / "data" / "m.csv"
     assert spec.output == tmp_path / "jobs" / "out"
-    assert (spec.model, spec.concurrency) == ("kimi-k2.5", 9)
-    assert dict(spec.parameters) == {"temperature": 0.1, "max_tokens": 20}
+    assert (spec.asking.model, spec.pacing.concurrency) == ("kimi-k2.5", 9)
+    assert dict(spec.asking.parameters.as_items()) == {
+        "temperature": 0.1,
+        "max_tokens": 20,
+    }
 
 
 def test_a_misspelt_key_is_named_with_the_known_ones(tmp_path: Path) -> None:
     job = tmp_path / "j.toml"
     job.write_text('inptu = "m.csv"\n')
     with pytest.raises(ConfigError, match=r"unknown key 'inptu'.*input"):
-        load_toml(job)
+        load_job([read_job_file(job)])
 
 
 @pytest.mark.parametrize(
@@ -48,10 +52,13 @@ def test_a_misspelt_key_is_named_with_the_known_ones(tmp_path: Path) -> None:
         ({"model": "kimi-k2.7-code", "thinking": False}, "always thinks"),
         ({"model": "Kimi-K2.6"}, 'Did you mean "kimi-k2.6"'),
         ({"region": "eu-central-1"}, "set --workspace-id"),
-        ({"parameters": {"temperature": 5}}, "out of range"),
-        ({"parameters": {"top_k": 5}}, "not a request parameter"),
-        ({"columns": {"reveiw": "x"}}, "not a manifest column role"),
-        ({"api": "anthropic"}, "choose openai"),
+        ({"parameters": {"temperature": 5}}, "less than or equal to 2"),
+        ({"parameters": {"top_k": 5}}, "parameters.top_k is not a setting it knows"),
+        (
+            {"columns": {"reveiw": "x"}},
+            "names 'reveiw', which is not allowed there: input should be 'id'",
+        ),
+        ({"api": "anthropic"}, "input should be 'openai' or 'dashscope'"),
         (
             {"model": "kimi-k2.5", "parameters": {"max_tokens": 40_000}},
             "max_tokens = 40,000 is over kimi-k2.5's maximum output of 32,768",
@@ -67,7 +74,7 @@ def test_bad_settings_are_config_errors_that_say_the_fix(
 ) -> None:
     base = {"input": tmp_path / "m.csv", "output": tmp_path / "out"}
     with pytest.raises(ConfigError, match=message):
-        build_spec({}, {**base, **values})
+        load_job([Source("test", {**base, **values})])
 
 
 @pytest.mark.parametrize(

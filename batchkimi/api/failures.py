@@ -93,6 +93,22 @@ CANONICAL_CODES = {
 }
 
 
+#: row errors the documentation names (FACTS §3.2); others arrive as they are
+_ROW = {"InvalidParameter", "DataInspectionFailed", "InvalidFile", "BadRequest"}
+
+
+def known_codes() -> frozenset[str]:
+    """Every error code this table knows, in results' vocabulary."""
+    codes = _FATAL | set(_THROTTLES) | _TRANSIENT | _ROW
+    return frozenset(CANONICAL_CODES.get(code, code) for code in codes)
+
+
+def looks_like_service_code(code: str) -> bool:
+    """A code as the service spells them (``DataInspectionFailed``,
+    ``InvalidParameter.X``) or ``http_NNN``: codes batchkimi cannot list in full."""
+    return code[:1].isupper() or (code.startswith("http_") and code[5:].isdigit())
+
+
 def _base_code(code: str) -> str:
     return code.split(".")[0] if code.startswith("InternalError") else code
 

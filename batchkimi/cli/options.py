@@ -1,17 +1,21 @@
-"""The options that describe a job, shared by ``run`` and ``plan``, and the JobSpec
-they build (defaults < job file < command line)."""
+"""The options that describe a job, shared by ``run`` and ``plan``, and the Job they
+build (defaults < job file < command line). Options carry no ranges of their own: the
+settings check every value, with the same words wherever it was written."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from batchkimi.jobspec import COLUMN_ROLES, JobSpec, build_spec, load_toml, normalise
 from batchkimi.regions import REGIONS
+from batchkimi.settings import Job, Source, load_job, read_job_file
+from batchkimi.settings.sections import COLUMN_ROLES
+from batchkimi.simulator import SimulatorServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,30 +44,36 @@ def job_options(command: F) -> F:
     return command
 
 
+@contextlib.contextmanager
+def simulated(enabled: bool) -> Iterator[str | None]:
+    """``--simulate``: the bundled simulator on loopback, for as long as it is used."""
+    if not enabled:
+        yield None
+        return
+    with SimulatorServer.running() as server:
+        yield server.url
+
+
 def build_job(
     job: Path | None, options: dict[str, Any], *, simulator_url: str | None = None
-) -> JobSpec:
-    """The JobSpec that ``job`` (a TOML file) and the command line describe."""
-    file_values = load_toml(job) if job is not None else {}
+) -> Job:
+    """The Job that ``job`` (a TOML file) and the command line describe; with a
+    simulator, it is the endpoint and no rate limits apply unless set."""
+    options = dict(options)
     options["columns"] = _pairs("--column", options["columns"], as_json=False) or None
     options["parameters"] = (
         _pairs("--param", options["parameters"], as_json=True) or None
     )
-    if options["keep_columns"] is not None:
-        options["keep_columns"] = [
-            c.strip() for c in options["keep_columns"].split(",")
-        ]
-    cli_values = normalise(
-        {k: v for k, v in options.items() if v is not None},
-        base_dir=Path.cwd(),
-        origin="command line",
-    )
+    sources = [read_job_file(job)] if job is not None else []
+    given = {k: v for k, v in options.items() if v is not None}
+    sources.append(Source("the command line", given, option_names=True))
     if simulator_url is not None:
-        cli_values["base_url"] = simulator_url
+        simulated: dict[str, Any] = {"base_url": simulator_url}
         for name in ("rpm", "tpm"):  # the simulator enforces no limits by default
-            if name not in file_values and name not in cli_values:
-                cli_values[name] = 0
-    return build_spec(file_values, cli_values)
+            if not any(name in source.values for source in sources):
+                simulated[name] = 0
+        sources.append(Source("--simulate", simulated, option_names=True))
+    return load_job(sources)
 
 
 _OPTIONS: list[Callable[[Any], Any]] = [
@@ -103,6 +113,13 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--base-url", help="Send to this URL instead of the region's endpoint."
     ),
     click.option(
+        "--allow-insecure-http",
+        is_flag=True,
+        default=None,
+        help="Let --base-url be plain http:// to another host: the key then travels "
+        "unencrypted (a trusted proxy on your own network only).",
+    ),
+    click.option(
         "--thinking/--no-thinking",
         default=None,
         help="Turn thinking mode on or off (default: the model's own).",
@@ -112,31 +129,31 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     ),
     click.option(
         "--concurrency",
-        type=click.IntRange(1, 4096),
+        type=int,
         help="Requests in flight at once.  [default: 16]",
     ),
     click.option(
         "--rpm",
-        type=click.IntRange(min=0),
+        type=int,
         help="Requests per minute per model to stay under; 0: none, adapt to throttles "
         "(default: the catalogue's, 500; none with --simulate).",
     ),
     click.option(
         "--tpm",
-        type=click.IntRange(min=0),
+        type=int,
         help="Tokens per minute per model to stay under; 0: none (default: the "
         "catalogue's, 1,000,000; none with --simulate).",
     ),
     click.option(
         "--max-attempts",
-        type=click.IntRange(1, 100),
+        type=int,
         help="Attempts per row, retries included.  [default: 5]",
     ),
     click.option(
         "--timeout",
         "--timeout-s",
         "timeout_s",
-        type=click.FloatRange(min=1),
+        type=float,
         help="Seconds one attempt may take; also the idle limit of a stream.  "
         "[default: 900]",
     ),
@@ -144,7 +161,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--idle-timeout",
         "--idle-timeout-s",
         "idle_timeout_s",
-        type=click.FloatRange(min=1),
+        type=float,
         help="Seconds a stream may send no data (keep-alives do not count).  "
         "[default: --timeout]",
     ),
@@ -152,18 +169,18 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--max-throttle-wait",
         "--max-throttle-wait-s",
         "max_throttle_wait_s",
-        type=click.FloatRange(min=1),
+        type=float,
         help="Stop (exit 3, resumable) when every request has been throttled, or has "
         "failed to reach an answer (an outage), for this long.  [default: 600]",
     ),
     click.option(
         "--limit",
-        type=click.IntRange(min=0),
+        type=int,
         help="Send at most this many rows this run (exit 3 if rows remain).",
     ),
     click.option(
         "--max-cost",
-        type=click.FloatRange(min=0),
+        type=float,
         help="Stop before this run could spend more (in the price table's currency); "
         "requests in flight count at their worst case.",
     ),
@@ -171,14 +188,14 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "--max-runtime",
         "--max-runtime-s",
         "max_runtime_s",
-        type=click.FloatRange(min=1),
+        type=float,
         help="Stop scheduling after this many seconds.",
     ),
     click.option(
         "--grace",
         "--grace-s",
         "grace_s",
-        type=click.FloatRange(min=0),
+        type=float,
         help="Seconds requests in flight may finish after a stop.  [default: 30]",
     ),
     click.option(
@@ -240,7 +257,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     ),
     click.option(
         "--frame-max-side",
-        type=click.IntRange(64, 8192),
+        type=int,
         help="Longest side of extracted frames, in pixels.  [default: 768]",
     ),
     click.option(
@@ -259,7 +276,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     ),
     click.option(
         "--expected-output-tokens",
-        type=click.IntRange(min=1),
+        type=int,
         help="Output a request is assumed to give when it sets no max_tokens, for "
         "`plan` (default: 256, plus 1,024 when thinking).",
     ),
@@ -293,7 +310,7 @@ _OPTIONS: list[Callable[[Any], Any]] = [
     ),
     click.option(
         "--max-repairs",
-        type=click.IntRange(0, 10),
+        type=int,
         help="Times an invalid answer is asked again, with the validator's message "
         "(each one is paid for).  [default: 2]",
     ),

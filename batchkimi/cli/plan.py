@@ -12,8 +12,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from batchkimi.cli.options import build_job, job_options
+from batchkimi.cli.options import build_job, job_options, simulated
 from batchkimi.planner import Plan, make_plan, save_plan
+from batchkimi.prepare import prepare_job
 
 _SHOWN_PROBLEMS = 20
 
@@ -105,9 +106,20 @@ def _render_answer(answer: dict[str, Any], console: Console) -> None:
 @click.argument("job", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Plan the run `run --simulate` would make (the bundled simulator, no rate "
+    "limits unless set).",
+)
 @click.pass_context
 def plan_command(
-    ctx: click.Context, /, job: Path | None, as_json: bool, **options: Any
+    ctx: click.Context,
+    /,
+    job: Path | None,
+    as_json: bool,
+    simulate: bool,
+    **options: Any,
 ) -> None:
     """Check every row as a run would and estimate tokens, cost and time; send nothing.
 
@@ -122,9 +134,11 @@ def plan_command(
     Exit codes: 0 every row can be sent · 1 some rows have problems (listed) ·
     2 configuration or manifest error.
     """
-    spec = build_job(job, options)
-    plan = make_plan(spec)
-    path = save_plan(plan, spec.output)
+    with simulated(simulate) as simulator_url:
+        settings = build_job(job, options, simulator_url=simulator_url)
+        plan = make_plan(prepare_job(settings))
+    output = settings.writing.output
+    path = save_plan(plan, output) if output is not None else None
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2))
     else:
@@ -132,5 +146,11 @@ def plan_command(
         if not console.is_terminal:
             console.width = 100  # a file or a pipe: no terminal to fit
         render(plan, console)
-        console.print(f"plan saved: {path}", highlight=False)
+        if path is not None:
+            console.print(f"plan saved: {path}", highlight=False)
+        else:
+            console.print(
+                "no --output: every row is planned as new, and the plan is not saved",
+                highlight=False,
+            )
     ctx.exit(1 if plan.problem_count else 0)

@@ -1,29 +1,19 @@
-"""``batchkimi run``: parse options, build a JobSpec, run it, report. No logic here."""
+"""``batchkimi run``: parse options, build and prepare a Job, run it, report. No
+logic here."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from batchkimi.cli.console import JsonLog, ProgressDisplay
-from batchkimi.cli.options import build_job, job_options
+from batchkimi.cli.options import build_job, job_options, simulated
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
+from batchkimi.prepare import prepare_job
 from batchkimi.runner import run_job
-from batchkimi.simulator import SimulatorServer
-
-
-@contextlib.contextmanager
-def _simulated(enabled: bool) -> Iterator[str | None]:
-    if not enabled:
-        yield None
-        return
-    with SimulatorServer.running() as server:
-        yield server.url
 
 
 @click.command("run")
@@ -78,15 +68,17 @@ def run_command(
     A first Ctrl-C (or SIGTERM) stops scheduling and lets requests in flight finish
     (--grace seconds); a second stops at once. Nothing received is lost either way.
     """
-    with _simulated(simulate) as simulator_url:
-        spec = build_job(job, options, simulator_url=simulator_url)
+    with simulated(simulate) as simulator_url:
+        settings = build_job(job, options, simulator_url=simulator_url)
         key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
+        _ = settings.output  # a run needs somewhere to write
+        prepared = prepare_job(settings)
         display: ProgressDisplay | JsonLog = (
             JsonLog() if log_format == "json" else ProgressDisplay(quiet=quiet)
         )
         try:
             outcome = asyncio.run(
-                run_job(spec, key, observer=display, handle_signals=True)
+                run_job(prepared, key, observer=display, handle_signals=True)
             )
         finally:
             display.close()

@@ -19,9 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from batchkimi.errors import ManifestError
-from batchkimi.jobspec import glob_base, is_glob
 from batchkimi.manifest.diagnose import locate_problem
 from batchkimi.media.limits import IMAGE_TYPES, VIDEO_TYPES
+from batchkimi.settings.job import glob_base, is_glob
 
 _MEDIA_SUFFIXES = frozenset(IMAGE_TYPES) | frozenset(VIDEO_TYPES)
 

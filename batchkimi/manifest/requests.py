@@ -21,7 +21,6 @@ from batchkimi.catalogue import (
     check_usable,
 )
 from batchkimi.errors import ConfigError, ManifestError
-from batchkimi.jobspec import COLUMN_ROLES, PARAMETERS, JobSpec, check_parameter
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
 from batchkimi.manifest.template import Template, parse_template
 from batchkimi.media.limits import (
@@ -46,11 +45,33 @@ from batchkimi.records import (
     Tool,
     VideoPart,
 )
+from batchkimi.settings import Job
+from batchkimi.settings.parameters import (
+    PARAMETER_NAMES,
+    WHOLE_NUMBERS,
+    parameter_problem,
+)
+from batchkimi.settings.sections import COLUMN_ROLES
 
 #: request parameters a manifest column may override, row by row
-_OVERRIDES = tuple(role for role in COLUMN_ROLES if role in PARAMETERS)
+_OVERRIDES = tuple(role for role in COLUMN_ROLES if role in PARAMETER_NAMES)
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
+
+
+#: the error codes of rows that cannot be sent as written
+ROW_CODES = frozenset(
+    {
+        "invalid_model",
+        "invalid_thinking",
+        "unsupported_input",
+        "invalid_value",
+        "invalid_parameter",
+        "missing_value",
+        "invalid_messages",
+        "invalid_media",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +114,14 @@ def _is_blank(value: Any) -> bool:
 class RequestBuilder:
     """Checks the manifest's columns once, then builds one request per row."""
 
-    def __init__(self, spec: JobSpec, columns: list[str], manifest_path: str) -> None:
-        self.spec = spec
+    def __init__(self, job: Job, columns: list[str], manifest_path: str) -> None:
+        self.job = job
         self.present = set(columns)
         self.path = manifest_path
         self.media = MediaRoot(
-            spec.media_base, allow_outside=spec.allow_outside_media_root
+            job.media_base, allow_outside=job.media.allow_outside_media_root
         )
-        for role, column in spec.columns.items():
+        for role, column in job.reading.columns.items():
             if column not in self.present:
                 self._whole_file(
                     column,
@@ -109,8 +130,8 @@ class RequestBuilder:
                     "Fix the mapping in the job spec",
                 )
         self.template: Template | None = None
-        if spec.prompt is not None:
-            self.template = parse_template(spec.prompt)
+        if job.asking.prompt is not None:
+            self.template = parse_template(job.asking.prompt)
             for name in self.template.missing_columns(columns):
                 self._whole_file(
                     name,
@@ -131,7 +152,7 @@ class RequestBuilder:
         raise ManifestError(problem, path=self.path, column=column, row=1, fix=fix)
 
     def col(self, role: str) -> str:
-        return self.spec.column(role)
+        return self.job.reading.column(role)
 
     def value(self, row: Mapping[str, Any], role: str) -> Any:
         name = self.col(role)
@@ -150,7 +171,7 @@ class RequestBuilder:
 
     def _build(self, index: int, row_id: str, row: Mapping[str, Any]) -> RowRequest:
         model_name = self.value(row, "model")
-        model_name = self.spec.model if _is_blank(model_name) else str(model_name)
+        model_name = self.job.asking.model if _is_blank(model_name) else str(model_name)
         info = _model(model_name)
         if isinstance(info, str):
             raise _RowError("invalid_model", self.col("model"), info, "Fix the value")
@@ -188,7 +209,7 @@ class RequestBuilder:
                 problem,
                 f"Lower {name}, or choose a model that gives more",
             )
-        answer = self.spec.answer
+        answer = self.job.asking.answer
         tools: tuple[Tool, ...] = ()
         tool_choice: str | None = None
         if answer is not None and answer.mode == "tool":
@@ -221,7 +242,7 @@ class RequestBuilder:
     def _thinking(self, row: Mapping[str, Any]) -> bool | None:
         raw = self.value(row, "enable_thinking")
         if _is_blank(raw):
-            return self.spec.thinking
+            return self.job.asking.thinking
         if isinstance(raw, bool):
             return raw
         text = canonical_value(raw).strip().lower()
@@ -237,14 +258,14 @@ class RequestBuilder:
         )
 
     def _parameters(self, row: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-        params = dict(self.spec.parameters)
+        params = dict(self.job.asking.parameters.as_items())
         for name in _OVERRIDES:
             raw = self.value(row, name)
             if _is_blank(raw):
                 continue
-            value = _as_number(raw, int if PARAMETERS[name] == (int,) else float)
+            value = _as_number(raw, int if name in WHOLE_NUMBERS else float)
             problem = (
-                check_parameter(name, value)
+                parameter_problem(name, value)
                 if value is not None
                 else (f"{raw!r} is not a number")
             )
@@ -285,7 +306,7 @@ class RequestBuilder:
         parts: list[Part] = [*self._media(row), TextPart(prompt)]
         messages: list[Message] = []
         system = self.value(row, "system")
-        system = self.spec.system if _is_blank(system) else str(system)
+        system = self.job.asking.system if _is_blank(system) else str(system)
         if system:
             messages.append(Message("system", (TextPart(system),)))
         messages.append(Message("user", tuple(parts)))

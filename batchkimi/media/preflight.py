@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from batchkimi.jobspec import JobSpec
 from batchkimi.media.limits import (
     FPS_DEFAULT,
     IMAGE_MAX_BYTES,
@@ -31,6 +30,7 @@ from batchkimi.media.limits import (
 from batchkimi.media.paths import LOCAL_PREFIX, local_path
 from batchkimi.media.probe import ProbeError, image_info, split_data_url, video_info
 from batchkimi.records import ImagePart, Message, Part, RowRequest, VideoPart
+from batchkimi.settings import Job
 
 T = TypeVar("T")
 
@@ -57,14 +57,14 @@ class MediaSettings:
         return dict(self.columns).get(role, role)
 
 
-def media_settings(spec: JobSpec) -> MediaSettings:
+def media_settings(job: Job) -> MediaSettings:
     return MediaSettings(
-        native=spec.api == "dashscope",
-        video_frames=spec.video_frames,
-        fix_images=spec.fix_images,
-        frame_max_side=spec.frame_max_side,
+        native=job.connection.api == "dashscope",
+        video_frames=job.media.video_frames,
+        fix_images=job.media.fix_images,
+        frame_max_side=job.media.frame_max_side,
         columns=tuple(
-            (role, spec.column(role)) for role in ("image", "video", "frames")
+            (role, job.reading.column(role)) for role in ("image", "video", "frames")
         ),
     )
 

@@ -8,9 +8,9 @@ flight are always counted at their worst.
 from __future__ import annotations
 
 from batchkimi.catalogue import get_model
-from batchkimi.estimate import input_tokens, worst_output_tokens
+from batchkimi.estimate import worst_case
 from batchkimi.pricing import PriceTable
-from batchkimi.records import RowRequest, RowResult, Usage
+from batchkimi.records import RowRequest, RowResult
 
 
 class CostBudget:
@@ -45,10 +45,15 @@ class CostGate:
     """``--max-cost`` for the scheduler: each request reserves its worst-case cost
     (estimated input, the most output it may be billed for) before it is sent."""
 
-    def __init__(self, budget: CostBudget, prices: PriceTable, region: str) -> None:
+    def __init__(
+        self, budget: CostBudget, prices: PriceTable, region: str, repairs: int = 0
+    ) -> None:
+        """``repairs``: how often a structured answer may be asked again, each time
+        paid for; the worst case counts them all."""
         self.budget = budget
         self.prices = prices
         self.region = region
+        self.repairs = repairs
         self._reserved: dict[int, float] = {}  # request index -> its reservation
 
     def admit(self, request: RowRequest) -> str | None:
@@ -58,11 +63,9 @@ class CostGate:
                 f"no price is known for {request.model} in {self.region}, so "
                 "--max-cost cannot be kept. Give one with --prices FILE"
             )
-        usage = Usage(
-            input_tokens=input_tokens(request.messages),
-            output_tokens=worst_output_tokens(request, get_model(request.model)),
+        worst = price.cost_of(
+            worst_case(request, get_model(request.model), self.repairs)
         )
-        worst = price.cost_of(usage)
         if not self.budget.try_reserve(worst):
             b = self.budget
             return (

@@ -12,6 +12,20 @@ from batchkimi import jsoncodec
 from batchkimi.pricing import PriceTable, cost_of
 from batchkimi.records import Completion, RowResult, RowStatus, ToolCall
 
+#: the codes batchkimi gives a row itself, beside the service's own
+OUTCOME_CODES = frozenset(
+    {
+        "length",
+        "length_while_thinking",
+        "content_filter",
+        "empty_content",
+        "invalid_answer",
+        "batchkimi_error",
+        "invalid_media",
+        "upload_failed",
+    }
+)
+
 
 def judge(completion: Completion) -> tuple[RowStatus, str | None, str | None]:
     """(status, error_code, error_message) for an answer the service gave."""

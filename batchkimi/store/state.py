@@ -13,37 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from batchkimi import __version__
-from batchkimi.jobspec import JobSpec
 from batchkimi.manifest.reader import listing_digest
 from batchkimi.store.journal import journal_paths
 
 STATE_NAME = "state.json"
-#: job settings that change how a run goes, never what its results hold
-_OPERATIONAL = {
-    "output",
-    "concurrency",
-    "max_attempts",
-    "timeout_s",
-    "limit",
-    "max_cost",
-    "max_runtime_s",
-    "grace_s",
-    "base_url",
-    "workspace_id",
-    "stream",
-    "batch_rows",
-    "prices",
-    "retry_errors",
-    "rpm",
-    "tpm",
-    "idle_timeout_s",
-    "max_throttle_wait_s",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +66,10 @@ def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
     return ManifestStamp(digest, facts.st_size, facts.st_mtime_ns, facts.st_ino)
 
 
-def inputs_key(spec: JobSpec, manifest: ManifestStamp) -> str:
-    """A digest of everything that shapes the results of ``spec``."""
-    settings: dict[str, Any] = {
-        name: value for name, value in asdict(spec).items() if name not in _OPERATIONAL
-    }
-    settings["input"] = str(spec.input)
-    settings["rerun_set"] = sorted(spec.rerun_set)
+def inputs_key(settings: Mapping[str, Any], manifest: ManifestStamp) -> str:
+    """A digest of everything that shapes the results: the job's ``settings`` (those
+    that shape requests and rows), the manifest's content, batchkimi's version."""
+    settings = dict(settings)
     settings["manifest"] = manifest.digest
     settings["batchkimi"] = __version__
     text = json.dumps(settings, sort_keys=True, default=str)

@@ -224,7 +224,7 @@ def test_a_finished_job_run_again_sends_and_rewrites_nothing(
     assert (again.exit_code, again.sent) == (first.exit_code, 0)
     assert again.by_status == first.by_status
     assert results.stat().st_mtime_ns == written  # already current: not rebuilt
-    spec.input.touch()  # a new mtime, the same content: still current
+    spec.reading.input.touch()  # a new mtime, the same content: still current
     assert run(spec).sent == 0 and results.stat().st_mtime_ns == written
     paced = make_spec(tmp_path, simulator, rows=ROWS, rpm=100, concurrency=2)
     assert run(paced).sent == 0  # how fast to send does not change what was answered

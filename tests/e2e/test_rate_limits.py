@@ -15,6 +15,7 @@ import pytest
 
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
+from batchkimi.prepare import prepare_job
 from batchkimi.runner import run_job
 from batchkimi.simulator import Limits, SimulatorServer, error
 from tests.helpers import make_spec, read_results, run
@@ -72,7 +73,9 @@ def test_two_runs_at_once_share_one_budget(
     key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
 
     async def both() -> list[int]:
-        outcomes = await asyncio.gather(*(run_job(spec, key) for spec in specs))
+        outcomes = await asyncio.gather(
+            *(run_job(prepare_job(spec), key) for spec in specs)
+        )
         return [o.exit_code for o in outcomes]
 
     assert asyncio.run(both()) == [0, 0]

@@ -17,7 +17,6 @@ from batchkimi.client import ModelStudioClient
 from batchkimi.clock import SystemClock
 from batchkimi.credentials import ApiKey
 from batchkimi.errors import ManifestError
-from batchkimi.jobspec import build_spec
 from batchkimi.manifest.reader import Manifest, open_manifest
 from batchkimi.manifest.requests import RequestBuilder
 from batchkimi.pricing import load_prices
@@ -26,7 +25,7 @@ from batchkimi.schedule.scheduler import SchedulerOutcome, run_scheduler
 from batchkimi.schedule.sender import RowSender, SendSettings
 from batchkimi.schedule.stopper import StopControl
 from batchkimi.simulator import SimulatorServer
-from tests.helpers import REVIEWS, make_spec, read_results, run
+from tests.helpers import REVIEWS, job_of, make_spec, read_results, run
 
 GOOD_CSV = "".join(f"r{i},review {i}\n" for i in range(200))
 GOOD_JSONL = "".join(f'{{"id": "r{i}", "review": "review {i}"}}\n' for i in range(200))
@@ -85,8 +84,7 @@ def test_a_broken_line_is_named_and_nothing_is_sent(
     name, content, line, words = BROKEN[case]
     manifest = tmp_path / name
     manifest.write_bytes(content)
-    spec = build_spec(
-        {},
+    spec = job_of(
         {
             "input": manifest,
             "output": tmp_path / "out",
@@ -96,7 +94,7 @@ def test_a_broken_line_is_named_and_nothing_is_sent(
             "batch_rows": 50,  # the broken line is several batches in
             "rpm": 0,
             "tpm": 0,
-        },
+        }
     )
     with pytest.raises(ManifestError) as caught:
         run(spec)
@@ -115,8 +113,8 @@ def test_a_manifest_that_breaks_mid_run_keeps_what_was_answered(
     stops at the broken batch, every request already sent is answered and handed to
     the journal's sink, and the rest waits for the next run."""
     spec = make_spec(tmp_path, simulator, api="openai")
-    manifest = open_manifest(spec.input)
-    builder = RequestBuilder(spec, manifest.columns, str(spec.input))
+    manifest = open_manifest(spec.reading.input)
+    builder = RequestBuilder(spec, manifest.columns, str(spec.reading.input))
     first: list[RowRequest] = []
     for index, row in enumerate(REVIEWS):
         built = builder.build(index, row)
@@ -126,7 +124,7 @@ def test_a_manifest_that_breaks_mid_run_keeps_what_was_answered(
     def source() -> Iterator[list[RowRequest]]:
         yield first
         msg = "line 9 has 3 fields, and the header has 2"
-        raise ManifestError(msg, path=str(spec.input), fix="Quote it")
+        raise ManifestError(msg, path=str(spec.reading.input), fix="Quote it")
 
     received: list[RowResult] = []
 
@@ -135,10 +133,10 @@ def test_a_manifest_that_breaks_mid_run_keeps_what_was_answered(
         key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
         client = ModelStudioClient(key, concurrency=3, timeout_s=30, clock=clock)
         settings = SendSettings(
-            base_url=spec.resolved_base_url,
+            base_url=spec.connection.resolved_base_url,
             stream=True,
             max_attempts=3,
-            region=spec.region,
+            region=spec.connection.region,
             prices=load_prices(None),
         )
         sender = RowSender(client, protocol_for("openai"), settings, clock)

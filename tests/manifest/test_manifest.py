@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchkimi.errors import ConfigError, ManifestError
-from batchkimi.jobspec import build_spec
 from batchkimi.manifest.keys import derive_row_key
 from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.manifest.template import parse_template
 from batchkimi.records import ImagePart, RowRequest, TextPart, VideoPart
-from tests.helpers import write_manifest
+from tests.helpers import job_of, write_manifest
 
 
 def builder(
@@ -27,7 +26,7 @@ def builder(
     path = write_manifest(tmp_path, rows, fmt)
     values = {"input": path, "output": tmp_path / "out", **spec}
     manifest = open_manifest(path)
-    built = RequestBuilder(build_spec({}, values), manifest.columns, str(path))
+    built = RequestBuilder(job_of(values), manifest.columns, str(path))
     return manifest, built
 
 

@@ -17,11 +17,12 @@ from PIL import Image
 
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
-from batchkimi.jobspec import JobSpec
 from batchkimi.media import preflight
 from batchkimi.media.samples import make_image, make_video
 from batchkimi.planner import make_plan
+from batchkimi.prepare import prepare_job
 from batchkimi.schedule import media
+from batchkimi.settings import Job
 from batchkimi.simulator import SimulatorServer, error
 from batchkimi.uploads import TemporaryUploader
 from tests.helpers import make_spec, read_results, run
@@ -136,7 +137,7 @@ def upload_job(
     rows: list[dict[str, Any]],
     prompt: str = "Caption.",
     **overrides: Any,
-) -> JobSpec:
+) -> Job:
     """A native captioning job over ``big.mp4`` (9 MB: the temporary upload's)."""
     big_video(tmp_path / "in", 9 * 2**20)
     return make_spec(
@@ -354,7 +355,7 @@ def test_a_decompression_bomb_is_its_rows_error_in_plan_and_run(
     make_image(tmp_path / "in" / "fine.png", 64, 64)
     rows = [{"id": "bomb", "image": "bomb.png"}, {"id": "fine", "image": "fine.png"}]
     spec = make_spec(tmp_path, simulator, rows=rows, prompt="?")
-    plan = make_plan(spec)
+    plan = make_plan(prepare_job(spec))
     assert plan.problem_count == 1
     assert "bomb.png is too large to read safely" in plan.problems[0]["message"]
     assert run(spec).exit_code == 1

@@ -13,6 +13,7 @@ from typing import ClassVar
 import pytest
 
 from batchkimi.planner import make_plan
+from batchkimi.prepare import prepare_job
 from batchkimi.simulator import SimulatorServer
 from tests.helpers import make_spec, read_results, run
 
@@ -96,7 +97,7 @@ def test_plan_lists_dead_and_oversized_urls_when_asked(
     spec = make_spec(
         tmp_path, simulator, rows=rows(media_host), prompt="?", check_urls=True
     )
-    plan = make_plan(spec)
+    plan = make_plan(prepare_job(spec))
     by_id = {p["id"]: p["message"] for p in plan.problems}
     assert set(by_id) == set(REFUSED)
     for row_id, words in REFUSED.items():
@@ -112,7 +113,7 @@ def test_plan_looks_at_no_url_unless_asked(
     tmp_path: Path, simulator: SimulatorServer, media_host: str
 ) -> None:
     spec = make_spec(tmp_path, simulator, rows=rows(media_host), prompt="?")
-    assert make_plan(spec).problem_count == 0
+    assert make_plan(prepare_job(spec)).problem_count == 0
     assert sum(MediaHost.seen.values()) == 0
 
 

@@ -1,0 +1,290 @@
+"""A job's settings, as the value objects their readers need.
+
+Each section is parsed strictly (pydantic, ``strict=True``): a quoted boolean, a
+decimal where a whole number belongs or a string where a number belongs is refused,
+never guessed at. Defaults are written once, here. A job spec file stays flat (every
+key at the top level, plus ``[columns]``, ``[parameters]`` and ``[schema]`` tables):
+``Job`` sorts its keys into these sections, so one name means one thing in a file, on
+the command line (``max_attempts`` is ``--max-attempts``) and in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+)
+
+from batchkimi.answers.schema import AnswerSpec, answer_spec, check_schema
+from batchkimi.regions import api_base, base_url_for, resolve_region
+from batchkimi.settings.parameters import Parameters
+
+#: manifest columns a job may map to its own names (DESIGN.md, "Manifest")
+COLUMN_ROLES = (
+    "id",
+    "prompt",
+    "system",
+    "messages",
+    "image",
+    "images",
+    "video",
+    "frames",
+    "fps",
+    "max_frames",
+    "model",
+    "enable_thinking",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+)
+ColumnRole = Literal[
+    "id",
+    "prompt",
+    "system",
+    "messages",
+    "image",
+    "images",
+    "video",
+    "frames",
+    "fps",
+    "max_frames",
+    "model",
+    "enable_thinking",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "seed",
+]
+VIDEO_FRAME_MODES = ("auto", "always", "never")
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+def _as_path(value: Any) -> Any:
+    """A string names a path (relative ones were resolved when the file was read);
+    anything else is left for the type check to refuse."""
+    return Path(value).expanduser() if isinstance(value, str) and value else value
+
+
+def _comma_list(value: Any) -> Any:
+    """``"a,b,c"`` (the command line's form) as a list; lists as they are."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+AnyPath = Annotated[Path, BeforeValidator(_as_path)]
+#: a list in TOML, JSON or Python; a comma-separated string on the command line
+Names = Annotated[tuple[str, ...], BeforeValidator(_comma_list), Strict(False)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+class Reading(Section):
+    """What to read: the manifest, which of its columns play which role, which
+    rows this run takes."""
+
+    input: AnyPath
+    columns: dict[ColumnRole, str] = Field(default_factory=dict)
+    keep_columns: Names | None = None  # None: every input column
+    batch_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 2_000
+    shard: str | None = None  # "I/N": only the rows of shard I of N
+    limit: Annotated[int | None, Field(ge=0)] = None  # rows sent this run
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_is_i_of_n(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _SHARD.match(value)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            msg = "must be I/N with 1 <= I <= N, e.g. 2/4 for the second of four"
+            raise ValueError(msg)
+        return value
+
+    def column(self, role: str) -> str:
+        """The manifest column that plays ``role`` (its own name unless mapped)."""
+        return next((c for r, c in self.columns.items() if r == role), role)
+
+    @property
+    def shard_parts(self) -> tuple[int, int] | None:
+        if self.shard is None:
+            return None
+        index, _, count = self.shard.partition("/")
+        return int(index), int(count)
+
+    @property
+    def shard_label(self) -> str | None:
+        """``2-of-4``: the shard's name in file names and messages."""
+        parts = self.shard_parts
+        return f"{parts[0]}-of-{parts[1]}" if parts else None
+
+
+class Asking(Section):
+    """What to ask: the model, the prompt, the request parameters, and the answer
+    a structured job declares."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str = "kimi-k2.6"
+    prompt: str | None = None  # a template over the manifest's columns
+    system: str | None = None
+    thinking: bool | None = None  # None: the model's own default, not sent
+    parameters: Parameters = Field(default_factory=Parameters)
+    #: the declared answer: a JSON Schema, labels (exactly one of them) or
+    #: multi_labels (a set of them); None: free text
+    answer_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    labels: Names | None = None
+    multi_labels: Names | None = None
+    structured: Literal["tool", "prompt"] | None = None
+    label_case: Literal["exact", "insensitive"] | None = None
+    max_repairs: Annotated[int | None, Field(ge=0, le=10)] = None
+    #: what `plan` assumes a request answers when it sets no max_tokens (thinking
+    #: included); None: 256 tokens, plus 1,024 when the request thinks
+    expected_output_tokens: Annotated[int | None, Field(ge=1, le=10**7)] = None
+
+    @field_validator("answer_schema")
+    @classmethod
+    def _is_a_json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_schema(value, "schema")
+        return value
+
+    @cached_property
+    def answer(self) -> AnswerSpec | None:
+        """The structured answer the job asks for, or None for free text."""
+        return answer_spec(
+            schema=self.answer_schema,
+            labels=self.labels,
+            multi_labels=self.multi_labels,
+            mode=self.structured,
+            label_case=self.label_case,
+            max_repairs=self.max_repairs,
+        )
+
+
+class Media(Section):
+    """How local media is found and made sendable."""
+
+    #: local paths resolve here (default: the manifest's folder, or the folder a
+    #: glob starts from); a path that leads outside it is refused unless allowed
+    media_root: AnyPath | None = None
+    allow_outside_media_root: bool = False
+    #: frames extracted here from local videos: auto (when a video cannot be sent
+    #: as it is), always, or never (refuse such a video)
+    video_frames: Literal["auto", "always", "never"] = "auto"
+    frame_max_side: Annotated[int, Field(ge=64, le=8192)] = 768  # px
+    fix_images: bool = False  # shrink or re-encode an image the service would refuse
+    #: look at image and video URLs (HEAD) before asking the service to fetch them
+    check_urls: bool = False
+
+
+class Connection(Section):
+    """Where requests go, and how each one travels."""
+
+    api: Literal["openai", "dashscope"] = "openai"
+    region: str = "cn-beijing"
+    workspace_id: str | None = None
+    base_url: str | None = None  # overrides region and workspace
+    #: send the key over plain http to a host that is not this machine
+    allow_insecure_http: bool = False
+    stream: bool = True
+    timeout_s: Annotated[float, Field(ge=1, le=86_400)] = 900.0
+    #: a stream with no data this long fails the attempt; None: timeout_s
+    idle_timeout_s: Annotated[float | None, Field(ge=1, le=86_400)] = None
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        return resolve_region(value).name
+
+    @property
+    def resolved_base_url(self) -> str:
+        """The SDK-style base URL (``…/compatible-mode/v1`` or ``…/api/v1``)."""
+        if self.base_url:
+            return api_base(self.api, self.base_url)
+        return base_url_for(self.api, self.region, self.workspace_id)
+
+
+class Pacing(Section):
+    """How hard to push: requests in flight, rate budgets, attempts."""
+
+    concurrency: Annotated[int, Field(ge=1, le=4096)] = 16
+    #: per-model limits; None: the catalogue's (500 RPM, 1M TPM); 0: none, adapt
+    rpm: Annotated[int | None, Field(ge=0, le=10**12)] = None
+    tpm: Annotated[int | None, Field(ge=0, le=10**12)] = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    #: stop (resumable) when throttles or an outage have lasted this long
+    max_throttle_wait_s: Annotated[float, Field(ge=1, le=7 * 86_400)] = 600.0
+
+
+class Stopping(Section):
+    """When a run stops early, resumably."""
+
+    #: this run's budget, in the price table's currency
+    max_cost: Annotated[float | None, Field(ge=0, le=10**12)] = None
+    max_runtime_s: Annotated[float | None, Field(ge=1, le=10**9)] = None
+    grace_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0  # in-flight after a stop
+
+
+class Writing(Section):
+    """Where results go, what is sent again, and what a run's bill is priced at."""
+
+    output: AnyPath | None = None  # `plan` may go without; `run` may not
+    rerun: Names = ()  # statuses or error codes to send again
+    retry_errors: bool = False
+    prices: AnyPath | None = None  # a TOML price file over the packaged prices
+
+    @field_validator("prices")
+    @classmethod
+    def _prices_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            msg = "no such file: give the path of a TOML price file"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def rerun_set(self) -> frozenset[str]:
+        """What to send again: ``--rerun``, plus every failed, cut-off or invalid
+        answer for ``--retry-errors``."""
+        extra = {"error", "incomplete", "invalid"} if self.retry_errors else set()
+        return frozenset(self.rerun) | extra
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "reading": Reading,
+    "asking": Asking,
+    "media": Media,
+    "connection": Connection,
+    "pacing": Pacing,
+    "stopping": Stopping,
+    "writing": Writing,
+}
+
+
+def _key_of(name: str, section: type[Section]) -> str:
+    alias = section.model_fields[name].alias
+    return alias or name
+
+
+#: flat key (as a file, an option or a keyword spells it) -> its section
+SECTION_OF: dict[str, str] = {
+    _key_of(name, model): section
+    for section, model in SECTIONS.items()
+    for name in model.model_fields
+}

@@ -1,0 +1,173 @@
+"""Where a job's settings come from, merged key by key: built-in defaults < the job
+spec file < the command line (or Python keywords).
+
+Each value keeps its origin, so a refused value is named where it was written:
+``jobs/label.toml: concurrency = 16.5: …`` or ``--param max_tokens=2.5: …``. Relative
+paths resolve against the folder of the file that gave them (the working folder for
+options and keywords); a ``schema`` that names a file is read here, so the settings
+themselves hold only values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchkimi.errors import ConfigError
+from batchkimi.settings.job import ALIASES, Job, unknown_key
+from batchkimi.settings.sections import SECTION_OF
+
+#: keys whose values are paths, resolved against their origin's folder
+PATH_KEYS = frozenset({"input", "output", "prices", "media_root"})
+#: tables merged key by key across sources (a file's [parameters] plus --param)
+TABLE_KEYS = frozenset({"columns", "parameters"})
+_SHOWN = 80  # characters of a refused value shown in a message
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Settings from one place: a file, the command line, Python keywords."""
+
+    origin: str  # "jobs/label.toml", "the command line", "batchkimi.run()"
+    values: Mapping[str, Any]
+    base_dir: Path = field(default_factory=Path.cwd)
+    #: how this source spells a key in messages (``--max-attempts`` for options)
+    option_names: bool = False
+
+    def spelled(self, key: str) -> str:
+        if not self.option_names:
+            return key
+        head, dot, rest = key.partition(".")
+        if head == "parameters" and dot:
+            return f"--param {rest}"
+        if head == "columns" and dot:
+            return f"--column {rest}"
+        return "--" + head.replace("_", "-")
+
+
+def read_job_file(path: Path) -> Source:
+    """A job spec file's settings, with relative paths resolved against its folder."""
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        msg = f"job spec {path} does not exist: check the path"
+        raise ConfigError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"job spec {path} is not UTF-8 text: save it as UTF-8 TOML"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"job spec {path} is not valid TOML: {exc}. Fix the file"
+        raise ConfigError(msg) from None
+    except OSError as exc:
+        msg = f"cannot read job spec {path}: {exc.strerror}"
+        raise ConfigError(msg) from None
+    return Source(str(path), raw, base_dir=path.resolve().parent)
+
+
+def load_job(sources: Iterable[Source]) -> Job:
+    """The job the sources describe, later sources winning key by key."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, Source] = {}
+    for source in sources:
+        for raw_key, raw_value in source.values.items():
+            key = ALIASES.get(raw_key, raw_key)
+            if key not in SECTION_OF:
+                raise unknown_key(raw_key, source.origin)
+            if raw_value is None:
+                continue
+            value = _resolved(key, raw_value, source)
+            if key in TABLE_KEYS and isinstance(value, Mapping):
+                previous = merged.get(key)
+                base = dict(previous) if isinstance(previous, Mapping) else {}
+                merged[key] = {**base, **value}
+                for name in value:
+                    origin[f"{key}.{name}"] = source
+            else:
+                merged[key] = value
+            origin[key] = source
+    try:
+        return Job.of(merged)
+    except ValidationError as exc:
+        raise _config_error(exc, origin) from None
+
+
+def _resolved(key: str, value: Any, source: Source) -> Any:
+    if key in PATH_KEYS and isinstance(value, str | Path) and str(value):
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = source.base_dir / path
+        return Path(os.path.normpath(path))
+    if key == "schema" and isinstance(value, str | Path):
+        return _schema_file(Path(value).expanduser(), source)
+    return value
+
+
+def _schema_file(path: Path, source: Source) -> Any:
+    """The JSON Schema a ``schema = "file.json"`` names, read now."""
+    path = path if path.is_absolute() else source.base_dir / path
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        msg = f"{source.origin}: schema file {path} does not exist: check the path"
+        raise ConfigError(msg) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"{source.origin}: cannot read schema file {path}: {exc}"
+        raise ConfigError(msg) from None
+    except json.JSONDecodeError as exc:
+        msg = (
+            f"schema file {path} is not JSON: {exc.msg} at line {exc.lineno}, "
+            f"column {exc.colno}. Fix the file"
+        )
+        raise ConfigError(msg) from None
+
+
+def _config_error(exc: ValidationError, origin: Mapping[str, Source]) -> ConfigError:
+    """pydantic's first complaint, as a sentence naming where the value came from,
+    the key, the value, what was expected and how to fix it."""
+    error = exc.errors(include_url=False)[0]
+    is_name = bool(error["loc"]) and error["loc"][-1] == "[key]"
+    key = _flat_key(tuple(p for p in error["loc"] if p != "[key]"))
+    head = key.split(".")[0]
+    source = origin.get(key) or origin.get(head)
+    where = source.origin if source is not None else "job settings"
+    spelled = source.spelled(key) if source is not None else key
+    value = error.get("input")
+    shown = repr(value)
+    if len(shown) > _SHOWN:
+        shown = shown[: _SHOWN - 1] + "…"
+    reason = str(error["msg"])
+    reason = reason[0].lower() + reason[1:]
+    if error["type"] == "missing":
+        return ConfigError(
+            f"no {spelled} given: set --{key.replace('_', '-')} on the command line "
+            f'or `{key} = "…"` in the job spec'
+        )
+    if error["type"] == "extra_forbidden":
+        return ConfigError(f"{where}: {spelled} is not a setting it knows. Remove it")
+    if is_name:  # a table's key, such as a column role under [columns]
+        return ConfigError(
+            f"{where}: {spelled} names {str(value)!r}, which is not allowed there: "
+            f"{reason}. Fix {key} in {where}"
+        )
+    fix = (
+        f"Fix the option {spelled}"
+        if source is not None and source.option_names
+        else f"Fix {key} in {where}"
+    )
+    return ConfigError(f"{where}: {spelled} = {shown}: {reason}. {fix}")
+
+
+def _flat_key(loc: tuple[int | str, ...]) -> str:
+    """("pacing", "concurrency") → "concurrency"; ("asking", "parameters",
+    "temperature") → "parameters.temperature"."""
+    parts = [str(part) for part in loc[1:]] or [str(part) for part in loc]
+    if parts and parts[0] == "answer_schema":
+        parts[0] = "schema"
+    return ".".join(parts)
