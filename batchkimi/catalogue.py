@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from batchkimi.errors import ConfigError
 
+Tokens = Annotated[int | None, Field(ge=1)]
+Names = Annotated[tuple[str, ...], Strict(False)]  # a TOML list
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
+
+class ModelInfo(BaseModel):
+    """One model's facts, parsed strictly from the catalogue's TOML."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
     name: str
-    native_path: str  # multimodal-generation | text-generation
-    inputs: tuple[str, ...]
-    thinking: str  # hybrid | always | never
-    status: str  # active | retired
+    native_path: Literal["multimodal-generation", "text-generation"]
+    inputs: Names
+    thinking: Literal["hybrid", "always", "never"]
+    status: Literal["active", "retired"]
     enable_thinking_default: bool | None = None
     preserve_thinking_default: bool | None = None
     temperature: float | None = None
@@ -31,17 +38,17 @@ class ModelInfo:
     top_p: float | None = None
     presence_penalty: float | None = None
     fps: float | None = None
-    max_frames: int | None = None
-    context_tokens: int | None = None
-    max_input_tokens: int | None = None
-    max_input_tokens_thinking: int | None = None
-    max_reasoning_tokens: int | None = None
-    max_output_tokens: int | None = None
-    rpm: int | None = None
-    tpm: int | None = None
+    max_frames: Tokens = None
+    context_tokens: Tokens = None
+    max_input_tokens: Tokens = None
+    max_input_tokens_thinking: Tokens = None
+    max_reasoning_tokens: Tokens = None
+    max_output_tokens: Tokens = None
+    rpm: Tokens = None
+    tpm: Tokens = None
     retired_on: dt.date | None = None
-    replacements: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
+    replacements: Names = ()
+    regions: Names = ()
     source: str = ""
 
     @property
@@ -66,12 +73,20 @@ class ModelInfo:
         )
 
 
-def _parse(name: str, raw: dict[str, Any]) -> ModelInfo:
-    fields = dict(raw)
-    for key in ("inputs", "replacements", "regions"):
-        if key in fields:
-            fields[key] = tuple(fields[key])
-    return ModelInfo(name=name, **fields)
+def _parse(name: str, raw: Any, origin: str) -> ModelInfo:
+    if not isinstance(raw, dict):
+        msg = f"{origin}: models.{name!r} must be a table of the model's facts"
+        raise ConfigError(msg)
+    try:
+        return ModelInfo.model_validate({**raw, "name": name})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        msg = (
+            f"{origin}: models.{name!r}.{where} = {error.get('input')!r}: "
+            f"{error['msg']}. Fix it in the file"
+        )
+        raise ConfigError(msg) from None
 
 
 @cache
@@ -79,7 +94,7 @@ def load_catalogue() -> dict[str, ModelInfo]:
     """All models, by name, from the packaged TOML."""
     text = resources.files("batchkimi").joinpath("data/models.toml").read_text("utf-8")
     raw = tomllib.loads(text)["models"]
-    return {name: _parse(name, spec) for name, spec in raw.items()}
+    return {name: _parse(name, spec, "models.toml") for name, spec in raw.items()}
 
 
 def get_model(name: str) -> ModelInfo:

@@ -13,20 +13,23 @@ send keep-alive comments for many minutes (FACTS §2.2).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from batchkimi import USER_AGENT
-from batchkimi.api.base import HttpCall, WireProtocol
+from batchkimi.api.base import HttpCall, StreamFold, WireProtocol, unreadable
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseDecoder, SseEvent, looks_like_sse
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
 from batchkimi.records import Completion, Failure
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +132,10 @@ class ModelStudioClient:
                 return await self._fold_stream(
                     _once(body), protocol, headers, start, ttft
                 )
-            return protocol.parse(200, body, headers)
+            try:
+                return protocol.parse(200, body, headers)
+            except Exception as exc:  # noqa: BLE001 - a paid answer is kept whole
+                return unreadable(body, exc)
         finally:
             await response.aclose()
 
@@ -144,6 +150,24 @@ class ModelStudioClient:
         decoder = SseDecoder()
         fold = protocol.new_fold(headers)
         chunks = aiter(body)
+        kept: list[bytes] = []  # the raw stream, should reading it fail
+        try:
+            return await self._fold_events(
+                chunks, decoder, fold, kept, headers, start, ttft
+            )
+        except _UnreadableError as exc:  # a paid answer is kept whole
+            return unreadable(b"".join(kept), exc.cause)
+
+    async def _fold_events(
+        self,
+        chunks: AsyncIterator[bytes],
+        decoder: SseDecoder,
+        fold: StreamFold,
+        kept: list[bytes],
+        headers: Mapping[str, str],
+        start: float,
+        ttft: list[float],
+    ) -> Completion | Failure:
         while True:
             try:
                 async with asyncio.timeout(self.idle_timeout_s):
@@ -152,9 +176,10 @@ class ModelStudioClient:
                     while not events:
                         chunk = await anext(chunks, None)
                         if chunk is None:
-                            events = decoder.close()
+                            events = _reading(decoder.close)
                             break
-                        events = decoder.feed(chunk)
+                        kept.append(chunk)
+                        events = _reading(decoder.feed, chunk)
             except TimeoutError:
                 return classify_failure(
                     None,
@@ -165,11 +190,28 @@ class ModelStudioClient:
             if not ttft and events:
                 ttft.append((self.clock.monotonic() - start) * 1000)
             for event in events:
-                failure = fold.feed(event)
+                failure = _reading(fold.feed, event)
                 if failure is not None:
                     return failure
             if chunk is None:
-                return fold.finish()
+                return _reading(fold.finish)
+
+
+class _UnreadableError(Exception):
+    """Reading a received stream failed (a codec bug), not the transport."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _reading(step: Callable[..., T], *args: Any) -> T:
+    """Run one step of reading an answer; a fault in it is the codec's, and the
+    answer (already received) must be kept, not retried as a transport error."""
+    try:
+        return step(*args)
+    except Exception as exc:  # whatever broke, the answer is kept
+        raise _UnreadableError(exc) from exc
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

@@ -54,4 +54,22 @@ def read_api_key(environ: Mapping[str, str] | None = None) -> ApiKey:
             "(or add --simulate to run against the bundled simulator, no key needed)"
         )
         raise ConfigError(msg)
+    if problem := header_problem(value):
+        msg = (
+            f"{ENV_VAR} holds {problem}, which an HTTP header cannot carry: the key "
+            "was pasted with something else. Set it to the key alone"
+        )
+        raise ConfigError(msg)
     return ApiKey(value)
+
+
+def header_problem(secret: str) -> str | None:
+    """What in ``secret`` an Authorization header cannot carry (described without
+    showing the secret), or None. Header values are visible ASCII and spaces."""
+    for position, char in enumerate(secret, start=1):
+        if char in "\r\n":
+            return f"a line break (character {position})"
+        if not (" " <= char <= "~"):
+            kind = "a non-ASCII" if ord(char) > 127 else "a control"
+            return f"{kind} character (character {position})"
+    return None

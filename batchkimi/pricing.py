@@ -1,6 +1,8 @@
 """Token prices and the cost of a row. "Unknown" is a value, never a guess.
 
-Pure arithmetic over a table loaded from ``data/prices.toml`` (or the user's file).
+Pure arithmetic over a table loaded from ``data/prices.toml`` (or the user's file),
+parsed strictly: a price that is not a number, or is negative, stops the job before
+anything is sent, naming the file and the entry.
 Reasoning tokens are part of output tokens, as the service bills them (FACTS §6.3).
 Cached input tokens are part of input tokens and cost a share of the input price: an
 implicit cache hit 20%, an explicit hit 10%, and writing an explicit cache 125% (the
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchkimi.errors import ConfigError
 from batchkimi.records import Usage
@@ -22,14 +25,17 @@ from batchkimi.records import Usage
 _PER = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Price:
-    currency: str
-    input: float  # per 1M input tokens
-    output: float  # per 1M output tokens (thinking included)
-    implicit_cache_hit: float = 0.2  # shares of the input price
-    explicit_cache_hit: float = 0.1
-    cache_creation: float = 1.25
+class Price(BaseModel):
+    """One model's prices in one region, per 1,000,000 tokens."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    currency: Annotated[str, Field(min_length=1, max_length=16)]
+    input: Annotated[float, Field(ge=0)]  # per 1M input tokens
+    output: Annotated[float, Field(ge=0)]  # per 1M output tokens (thinking included)
+    implicit_cache_hit: Annotated[float, Field(ge=0, le=10)] = 0.2  # input shares
+    explicit_cache_hit: Annotated[float, Field(ge=0, le=10)] = 0.1
+    cache_creation: Annotated[float, Field(ge=0, le=10)] = 1.25
     as_of: dt.date | None = None
     source: str = ""
 
@@ -51,31 +57,58 @@ class Price:
 PriceTable = dict[tuple[str, str], Price]
 
 
+class _PriceFile(BaseModel):
+    """A price file: ``[prices."model"."region"]`` tables and an ``[unknown]`` one."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    prices: dict[str, dict[str, Price]] = Field(default_factory=dict)
+    unknown: dict[str, str] = Field(default_factory=dict)
+
+
+def _parse(raw: dict[str, Any], origin: str) -> _PriceFile:
+    try:
+        return _PriceFile.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(
+            f'"{part}"' if isinstance(part, str) and "." in part else str(part)
+            for part in error["loc"]
+        )
+        reason = str(error["msg"])
+        if error["type"] == "missing":
+            msg = (
+                f"prices file {origin}: {where} is missing. Each entry needs "
+                "currency, input and output (per 1M tokens)"
+            )
+        elif error["type"] == "extra_forbidden":
+            msg = (
+                f"prices file {origin}: {where} is not a price setting (known: "
+                f"{', '.join(Price.model_fields)}; tables: prices, unknown)"
+            )
+        else:
+            msg = (
+                f"prices file {origin}: {where} = {error.get('input')!r}: "
+                f"{reason[0].lower()}{reason[1:]}. Fix it in the file"
+            )
+        raise ConfigError(msg) from None
+
+
 def _parse_table(raw: dict[str, Any], origin: str) -> PriceTable:
-    table: PriceTable = {}
-    unknown = raw.get("unknown", {})
-    if not isinstance(unknown, dict):
-        msg = f"{origin}: [unknown] must map model names to notes"
-        raise ConfigError(msg)
-    for model, by_region in raw.get("prices", {}).items():
-        for region, spec in by_region.items():
-            try:
-                table[(model, region)] = Price(**spec)
-            except TypeError as exc:
-                msg = (
-                    f"{origin}: prices.{model!r}.{region!r} is not a price: {exc}. "
-                    "Each entry needs currency, input and output (per 1M tokens)"
-                )
-                raise ConfigError(msg) from exc
-    return table
+    parsed = _parse(raw, origin)
+    return {
+        (model, region): price
+        for model, by_region in parsed.prices.items()
+        for region, price in by_region.items()
+    }
 
 
 def unknown_notes(override: Path | None = None) -> dict[str, str]:
     """Why a model has no known price, as the packaged table (or the user's) says."""
-    notes = dict(tomllib.loads(_packaged())["unknown"])
+    notes = dict(_parse(tomllib.loads(_packaged()), "packaged prices").unknown)
     if override is not None:
-        notes.update(_read(override).get("unknown", {}))
-    return {model: str(note) for model, note in notes.items()}
+        notes.update(_parse(_read(override), str(override)).unknown)
+    return notes
 
 
 def _packaged() -> str:
@@ -85,9 +118,9 @@ def _packaged() -> str:
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text("utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        msg = f"cannot read prices file {path}: {exc}"
-        raise ConfigError(msg) from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read prices file {path}: {exc}. Give a TOML price file"
+        raise ConfigError(msg) from None
 
 
 def load_prices(override: Path | None = None) -> PriceTable:

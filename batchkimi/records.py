@@ -133,6 +133,8 @@ class Failure:
     budget: str | None = None  # rpm | tpm | burst, for throttles
     request_id: str | None = None
     retry_after_s: float | None = None
+    #: the body of a 200 that could not be read: kept, it was paid for
+    raw: str | None = None
 
 
 @dataclass(slots=True)
@@ -175,3 +177,5 @@ class RowResult:
     repairs: int = 0  # re-asks after an invalid structured answer
     repair_causes: dict[str, int] = field(default_factory=dict)  # cause -> count
     validation_error: str | None = None  # why the last structured answer was invalid
+    #: the body of a 200 batchkimi could not read (kept: the next run reads it again)
+    raw_response: str | None = None

@@ -66,7 +66,7 @@ from batchkimi.store.state import (
     stamp_manifest,
 )
 from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
-from batchkimi.store.unfinished import unfinished_answers
+from batchkimi.store.unfinished import answers_in_hand
 from batchkimi.uploads import TemporaryUploader
 from batchkimi.urlcheck import UrlChecker
 
@@ -260,7 +260,7 @@ async def _run_locked(
         )
     done = answered_fingerprints(state, job.writing.rerun_set)
     answer = job.asking.answer
-    resume = unfinished_answers(state) if answer is not None else {}
+    in_hand = answers_in_hand(state)  # paid answers an earlier run did not finish
     for message in warnings:
         observer.on_warning(message)
 
@@ -310,7 +310,7 @@ async def _run_locked(
         media=media,
         answers=AnswerChecker(answer) if answer is not None else None,
         on_answer=lambda request, result: journal.append(result, row_id=request.row_id),
-        resume=resume,
+        resume=in_hand,
     )
 
     def sink(request: RowRequest, result: RowResult) -> None:

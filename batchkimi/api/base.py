@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from batchkimi import jsoncodec
 from batchkimi.api.failures import classify_failure
-from batchkimi.api.sse import SseEvent, looks_like_sse
+from batchkimi.api.sse import SseDecoder, SseEvent, looks_like_sse
 from batchkimi.records import Completion, Failure, RowRequest, Tool, ToolCall, Usage
 
 
@@ -264,3 +264,40 @@ def parse_tool_calls(raw: Any) -> tuple[ToolCall, ...]:
     joiner = ToolCallJoiner()
     joiner.feed(raw)
     return joiner.calls()
+
+
+#: a 200 whose body could not be read (the code results record it under)
+UNPROCESSED = "unprocessed_answer"
+
+
+def unreadable(raw: bytes | str, exc: Exception) -> Failure:
+    """A paid answer the codec failed on: kept whole, to be read again later."""
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    return Failure(
+        kind="row",
+        code=UNPROCESSED,
+        message=(
+            f"the service answered, but batchkimi could not read the answer "
+            f"({type(exc).__name__}: {exc}). It is kept, and the next run reads it "
+            "again without sending the row. This is batchkimi's bug: please report it"
+        ),
+        http_status=200,
+        raw=text,
+    )
+
+
+def read_raw_answer(protocol: WireProtocol, raw: str) -> Completion | Failure:
+    """Read a kept 200 body again: a whole JSON answer or a stream's events."""
+    body = raw.encode()
+    try:
+        if not looks_like_sse(body):
+            return protocol.parse(200, body, {})
+        decoder = SseDecoder()
+        fold = protocol.new_fold({})
+        for event in decoder.feed(body) + decoder.close():
+            failure = fold.feed(event)
+            if failure is not None:
+                return failure
+        return fold.finish()
+    except Exception as exc:  # noqa: BLE001 - the answer is kept, whatever broke
+        return unreadable(raw, exc)

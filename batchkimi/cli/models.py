@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -18,7 +17,7 @@ _SHORT = {"image": "img"}
 
 
 def _record(info: ModelInfo) -> dict[str, Any]:
-    record = dataclasses.asdict(info)
+    record = info.model_dump()
     record["retired_on"] = info.retired_on.isoformat() if info.retired_on else None
     return record
 
@@ -34,7 +33,7 @@ def models_command(as_json: bool) -> None:
         for info in catalogue.values():
             record = _record(info)
             record["prices"] = {
-                region: dataclasses.asdict(price) | {"as_of": str(price.as_of)}
+                region: price.model_dump() | {"as_of": str(price.as_of)}
                 for (model, region), price in prices.items()
                 if model == info.name
             }

@@ -37,8 +37,22 @@ def render(plan: Plan, console: Console) -> None:
         f"rows: {plan.rows:,} in the manifest, {plan.in_scope:,} in scope; "
         f"{plan.to_send:,} to send, {plan.already_done:,} already answered, "
         f"{plan.duplicates:,} duplicates (sent once), {plan.problem_count:,} "
-        "with problems"
+        "with problems",
+        highlight=False,
     )
+    if plan.beyond_limit:
+        console.print(
+            f"--limit: {plan.beyond_limit:,} more rows are ready and wait for later "
+            "runs",
+            highlight=False,
+        )
+    if plan.beyond_budget:
+        console.print(
+            f"--max-cost: {plan.beyond_budget:,} more rows would not fit the budget "
+            "(each request counted at its expected cost, those in flight at their "
+            "worst); the run stops before them, resumable",
+            highlight=False,
+        )
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="estimate, by model")
     table.add_column("model", no_wrap=True)
     for column in ("requests", "tokens in", "tokens out", "cost", "at most"):

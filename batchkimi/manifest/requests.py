@@ -7,6 +7,7 @@ before anything is sent. A problem in one row (an empty value, a bad override) b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -282,7 +283,11 @@ class RequestBuilder:
     def _messages(self, row: Mapping[str, Any]) -> tuple[Message, ...]:
         raw = self.value(row, "messages")
         if not _is_blank(raw):
-            return _parse_messages(raw, self.col("messages"))
+            column = self.col("messages")
+            return tuple(
+                self._confined(message, column)
+                for message in _parse_messages(raw, column)
+            )
         if self.template is not None:
             for name in self.template.fields:
                 if _is_blank(row.get(name)):
@@ -373,30 +378,68 @@ class RequestBuilder:
             )
         return [self._reference(v, "frames", IMAGE_TYPES) for v in values]
 
+    def _confined(self, message: Message, column: str) -> Message:
+        """A ``messages`` cell's media, checked as every other column's: local
+        files confined to the media root, with the same limits."""
+        parts: list[Part] = []
+        for part in message.parts:
+            if isinstance(part, ImagePart):
+                url, stamp = self._reference_in(part.url, column, IMAGE_TYPES)
+                parts.append(ImagePart(url, stamp))
+            elif isinstance(part, VideoPart):
+                parts.append(self._confined_video(part, column))
+            else:
+                parts.append(part)
+        return dataclasses.replace(message, parts=tuple(parts))
+
+    def _confined_video(self, part: VideoPart, column: str) -> VideoPart:
+        for problem in (
+            check_fps(part.fps) if part.fps is not None else None,
+            check_max_frames(part.max_frames) if part.max_frames is not None else None,
+            check_frame_count(len(part.frames)) if part.url is None else None,
+        ):
+            if problem:
+                raise _RowError("invalid_media", column, problem, "Fix the message")
+        if part.url is not None:
+            url, stamp = self._reference_in(part.url, column, VIDEO_TYPES)
+            return dataclasses.replace(part, url=url, stamp=stamp)
+        found = [self._reference_in(f, column, IMAGE_TYPES) for f in part.frames]
+        stamps = [stamp for _, stamp in found]
+        return dataclasses.replace(
+            part,
+            frames=tuple(url for url, _ in found),
+            stamp="|".join(stamps) if any(stamps) else "",
+        )
+
     def _reference(
         self, value: str, role: str, accepted: Mapping[str, str]
     ) -> tuple[str, str]:
+        """(URL, stamp) of a media reference in the column of ``role``."""
+        return self._reference_in(value, self.col(role), accepted)
+
+    def _reference_in(
+        self, value: str, column: str, accepted: Mapping[str, str]
+    ) -> tuple[str, str]:
         """(URL, stamp): a remote URL as it is; a local file as a confined
-        ``file://`` URL, with its size and mtime as the stamp."""
+        ``file://`` URL, with its size and mtime as the stamp. Every local file any
+        column names (``messages`` included) comes through here."""
         if is_remote(value):
             return value, ""
         if scheme := unsupported_scheme(value):
             raise _RowError(
                 "invalid_media",
-                self.col(role),
+                column,
                 f"{value!r} is a {scheme} address, which the service cannot fetch",
                 "Give an https:// URL, an oss:// URL, a data: URL or a local path",
             )
         try:
             path = self.media.file(value)
         except MediaPathError as exc:
-            raise _RowError(
-                "invalid_media", self.col(role), exc.problem, exc.fix
-            ) from None
+            raise _RowError("invalid_media", column, exc.problem, exc.fix) from None
         if path.suffix.lower() not in accepted:
             raise _RowError(
                 "invalid_media",
-                self.col(role),
+                column,
                 f"{value!r} is a {path.suffix or 'suffix-less'} file, not a format the "
                 f"service accepts ({', '.join(sorted(accepted))})",
                 "Convert it to an accepted format",
@@ -503,7 +546,7 @@ def _parse_content(content: Any, column: str, position: int) -> tuple[Part, ...]
         )
     parts: list[Part] = []
     for part in content:
-        parsed = _parse_part(part) if isinstance(part, dict) else None
+        parsed = _parse_part(part, column, position) if isinstance(part, dict) else None
         if parsed is None:
             raise _RowError(
                 "invalid_messages",
@@ -516,11 +559,31 @@ def _parse_content(content: Any, column: str, position: int) -> tuple[Part, ...]
     return tuple(parts)
 
 
-def _parse_part(part: dict[str, Any]) -> Part | None:
+def _sampling(part: dict[str, Any], column: str, position: int) -> tuple[Any, Any]:
+    """A video part's fps and max_frames, refused unless they are numbers."""
+    fps, most = part.get("fps"), part.get("max_frames")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int | float)):
+        raise _RowError(
+            "invalid_media",
+            column,
+            f"message {position}: fps = {fps!r} is not a number",
+            "Give fps as a number from 0.1 to 10",
+        )
+    if most is not None and (isinstance(most, bool) or not isinstance(most, int)):
+        raise _RowError(
+            "invalid_media",
+            column,
+            f"message {position}: max_frames = {most!r} is not a whole number",
+            "Give max_frames as a whole number up to 2,000",
+        )
+    return fps, most
+
+
+def _parse_part(part: dict[str, Any], column: str, position: int) -> Part | None:
     kind = part.get("type")
     if "text" in part and kind in (None, "text"):
         return TextPart(str(part["text"]))
-    fps = part.get("fps")
+    fps, most = _sampling(part, column, position)
     if kind == "image_url" and isinstance(part.get("image_url"), dict):
         return ImagePart(str(part["image_url"].get("url", "")))
     if kind in (None, "image") and isinstance(part.get("image"), str):
@@ -529,9 +592,7 @@ def _parse_part(part: dict[str, Any]) -> Part | None:
         return VideoPart(url=str(part["video_url"].get("url", "")), fps=fps)
     video = part.get("video")
     if kind in (None, "video") and isinstance(video, str):
-        return VideoPart(url=video, fps=fps, max_frames=part.get("max_frames"))
+        return VideoPart(url=video, fps=fps, max_frames=most)
     if kind in (None, "video") and isinstance(video, list):
-        return VideoPart(
-            frames=tuple(map(str, video)), fps=fps, max_frames=part.get("max_frames")
-        )
+        return VideoPart(frames=tuple(map(str, video)), fps=fps, max_frames=most)
     return None

@@ -9,12 +9,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from batchkimi import jsoncodec
+from batchkimi.api.base import UNPROCESSED
 from batchkimi.pricing import PriceTable, cost_of
-from batchkimi.records import Completion, RowResult, RowStatus, ToolCall
+from batchkimi.records import Completion, RowResult, RowStatus, ToolCall, Usage
 
 #: the codes batchkimi gives a row itself, beside the service's own
 OUTCOME_CODES = frozenset(
     {
+        UNPROCESSED,
         "length",
         "length_while_thinking",
         "content_filter",
@@ -127,9 +129,8 @@ class Tally:
         if self.ttft_ms is None:
             self.ttft_ms = ttft_ms
 
-    def add_answer(
-        self, completion: Completion, prices: PriceTable, model: str, region: str
-    ) -> None:
+    def add_usage(self, completion: Completion) -> None:
+        """Count an answer's tokens (plain sums: nothing here can fail)."""
         usage = completion.usage
         if usage is None:
             return
@@ -141,12 +142,34 @@ class Tally:
             self.cache_creation_tokens or 0
         ) + usage.cache_creation_tokens
         self.total_tokens = (self.total_tokens or 0) + usage.total_tokens
-        cost, currency = cost_of(prices, model, region, usage)
+
+    def add_cost(
+        self, completion: Completion, prices: PriceTable, model: str, region: str
+    ) -> None:
+        """Price an answer's own usage, after its tokens are counted."""
+        if completion.usage is None:
+            return
+        cost, currency = cost_of(prices, model, region, completion.usage)
         if cost is None:
             self.priced = False
         elif currency is not None:
             self.cost = round((self.cost or 0.0) + cost, 10)
             self.currency = currency
+
+    def reprice(self, prices: PriceTable, model: str, region: str) -> None:
+        """Price the row's whole usage at once (a row processed again)."""
+        if self.input_tokens is None:
+            return
+        usage = Usage(
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens or 0,
+            reasoning_tokens=self.reasoning_tokens or 0,
+            cached_tokens=self.cached_tokens or 0,
+            total_tokens=self.total_tokens or 0,
+            cache_creation_tokens=self.cache_creation_tokens or 0,
+        )
+        cost, currency = cost_of(prices, model, region, usage)
+        self.cost, self.currency, self.priced = cost, currency, cost is not None
 
     def fill(self, result: RowResult) -> None:
         """Write the sums onto ``result``."""

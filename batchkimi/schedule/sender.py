@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from batchkimi.answers.check import AnswerChecker, Invalid, Valid
 from batchkimi.answers.repair import repair_request
-from batchkimi.api.base import HttpCall, WireProtocol
+from batchkimi.api.base import UNPROCESSED, HttpCall, WireProtocol, read_raw_answer
 from batchkimi.catalogue import get_model
 from batchkimi.client import Exchange, ModelStudioClient
 from batchkimi.clock import Clock
@@ -87,6 +87,7 @@ class RowSender:
         self.on_retry = on_retry
         self.limits = limits
         self.answered_at = clock.monotonic()  # the last answer that was not transient
+        self._in_hand: dict[str, _RowRun] = {}  # fingerprint -> a row being processed
         self._output_tokens: dict[str, float] = {}  # model -> running mean of output
 
     def _tokens_to_reserve(self, request: RowRequest) -> float:
@@ -155,34 +156,64 @@ class RowSender:
 
     async def process(self, request: RowRequest) -> RowResult:
         """Send ``request`` (asking again while its structured answer is invalid)
-        and return what became of it."""
+        and return what became of it. A row an earlier run left with an answer in
+        hand (unprocessed, or invalid and owed a repair) carries on from that
+        answer: what was paid for is never asked for again."""
         row = _RowRun(self.clock.wall().isoformat())
-        if self.media is not None:
-            # local media made sendable (an upload may fail and be tried again, with
-            # the backoff of a request, up to max_attempts)
-            for tries in range(1, self.settings.max_attempts + 1):
-                try:
-                    prepared = _raise_unless_row(await self.media.prepare(request))
-                except TransientError as exc:
-                    if tries == self.settings.max_attempts:
-                        return self._unsent(request, _gave_up(exc, tries, "tries"), row)
-                    self._count_retry(request, row, exc)
-                    await self._backoff(row, self._backoff_s(tries, exc))
-                    continue
-                if isinstance(prepared, Failure):
-                    return self._unsent(request, prepared, row)
-                request = prepared
-                break
+        self._in_hand[request.fingerprint] = row
+        previous = self.resume.get(request.fingerprint) if self.resume else None
+        given: Completion | None = None
+        if previous is not None:
+            row.resume_from(previous)
+            if previous.error_code == UNPROCESSED:
+                recovered = self._recover(previous, row, request)
+                if isinstance(recovered, Failure):
+                    return self._done(
+                        request, self._result(request, row, None, recovered)
+                    )
+                given = recovered
         if self.answers is None:
-            exchange, failure = await self._ask(request, row)
-            return self._result(request, row, exchange, failure)
-        return await self._answer(request, row, self.answers)
+            failure: Failure | None = None
+            if given is None:
+                given, failure = await self._ask(request, row)
+            return self._done(request, self._result(request, row, given, failure))
+        answered = await self._answer(request, row, self.answers, given, previous)
+        return self._done(request, answered)
+
+    def _done(self, request: RowRequest, result: RowResult) -> RowResult:
+        self._in_hand.pop(request.fingerprint, None)
+        return result
+
+    async def _prepared(
+        self, request: RowRequest, row: _RowRun
+    ) -> RowRequest | Failure:
+        """``request`` with its local media made sendable (an upload may fail and be
+        tried again, with the backoff of a request, up to max_attempts)."""
+        if self.media is None or row.media_ready:
+            return request
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                prepared = _raise_unless_row(await self.media.prepare(request))
+            except TransientError as exc:
+                if tries >= self.settings.max_attempts:
+                    return _gave_up(exc, tries, "tries")
+                self._count_retry(request, row, exc)
+                await self._backoff(row, self._backoff_s(tries, exc))
+                continue
+            row.media_ready = isinstance(prepared, RowRequest)
+            return prepared
 
     async def _ask(
         self, request: RowRequest, row: _RowRun
-    ) -> tuple[Exchange | None, Failure | None]:
-        """One turn: send with retries; the last exchange, and the failure that
-        ended it (None when answered). Attempts, waits and times go on ``row``."""
+    ) -> tuple[Completion | None, Failure | None]:
+        """One turn: send with retries; the answer, or the failure that ended the
+        turn. Attempts, waits, times and tokens go on ``row``."""
+        prepared = await self._prepared(request, row)
+        if isinstance(prepared, Failure):
+            return None, prepared
+        request = prepared
         call = self.protocol.build(
             request, self.settings.base_url, stream=self.settings.stream
         )
@@ -220,19 +251,43 @@ class RowSender:
                 except TransientError as exc:
                     failure = _gave_up(exc, row.turn_attempts(tally))
         row.turn_start = tally.attempts
-        if exchange is not None:
-            tally.add_time(exchange.latency_ms, exchange.ttft_ms)
-            if failure is None and isinstance(exchange.result, Completion):
-                tally.add_answer(
-                    exchange.result,
-                    self.settings.prices,
-                    request.model,
-                    self.settings.region,
-                )
-        return exchange, failure
+        if exchange is None:
+            return None, failure
+        tally.add_time(exchange.latency_ms, exchange.ttft_ms)
+        answer = exchange.result
+        if failure is not None or not isinstance(answer, Completion):
+            return None, failure
+        # the answer is in hand: from here on, a fault keeps it (``crashed``)
+        row.received = answer
+        tally.add_usage(answer)
+        tally.add_cost(
+            answer, self.settings.prices, request.model, self.settings.region
+        )
+        return answer, None
+
+    def _recover(
+        self, previous: RowResult, row: _RowRun, request: RowRequest
+    ) -> Completion | Failure:
+        """The answer an earlier run received but could not process, read again
+        here (from its raw body when it could not even be parsed), priced anew."""
+        if previous.raw_response is not None:
+            recovered = read_raw_answer(self.protocol, previous.raw_response)
+            if isinstance(recovered, Failure):
+                return recovered
+            row.tally.add_usage(recovered)
+        else:
+            recovered = _journaled_answer(previous)
+        row.received = recovered
+        row.tally.reprice(self.settings.prices, request.model, self.settings.region)
+        return recovered
 
     async def _answer(
-        self, request: RowRequest, row: _RowRun, checker: AnswerChecker
+        self,
+        request: RowRequest,
+        row: _RowRun,
+        checker: AnswerChecker,
+        given: Completion | None,
+        previous: RowResult | None,
     ) -> RowResult:
         """Ask, check the answer against the schema, and re-ask with the
         validator's words while repairs remain. Each invalid answer is journaled
@@ -240,11 +295,8 @@ class RowSender:
         paid for: the next run carries on from it."""
         spec = checker.spec
         turn = request
-        previous = self.resume.get(request.fingerprint) if self.resume else None
-        if previous is not None:  # an earlier run stopped between answer and repair
-            row.tally = Tally.resumed(previous)
-            row.retries.update(previous.retries)
-            row.waited[0] += previous.wait_ms / 1000
+        if previous is not None and given is None and previous.validation_error:
+            # an earlier run stopped between an invalid answer and its repair
             last = _journaled_answer(previous)
             invalid = _journaled_invalid(previous)
             if row.tally.repairs >= spec.max_repairs:
@@ -254,10 +306,13 @@ class RowSender:
             row.tally.repair_causes[invalid.cause] += 1
             turn = repair_request(turn, last, invalid, spec)
         while True:
-            exchange, failure = await self._ask(turn, row)
-            completion = exchange.result if exchange is not None else None
-            if failure is not None or not isinstance(completion, Completion):
-                result = self._result(request, row, exchange, failure)
+            failure: Failure | None = None
+            completion: Completion | None = given
+            given = None
+            if completion is None:
+                completion, failure = await self._ask(turn, row)
+            if completion is None:
+                result = self._result(request, row, None, failure)
                 if row.last_invalid is not None:  # what the repairs had reached
                     self._keep_invalid(result, *row.last_invalid)
                 return result
@@ -265,10 +320,10 @@ class RowSender:
             if status is RowStatus.ERROR or completion.finish_reason == "length":
                 # filtered, or cut off at the output limit: nothing to check, and
                 # asking again would meet the same limit
-                return self._result(request, row, exchange, None)
+                return self._result(request, row, completion, None)
             verdict = checker.check(completion)
             if isinstance(verdict, Valid):
-                result = self._result(request, row, exchange, None)
+                result = self._result(request, row, completion, None)
                 result.status, result.error_code, result.error_message = (
                     RowStatus.OK,
                     None,
@@ -282,6 +337,7 @@ class RowSender:
                 return result
             if self.on_answer is not None:
                 self.on_answer(request, result)  # journaled before the repair
+            row.received = None  # journaled: no longer only in hand
             row.last_invalid = (completion, verdict)
             row.tally.repairs += 1
             row.tally.repair_causes[verdict.cause] += 1
@@ -352,7 +408,7 @@ class RowSender:
         self,
         request: RowRequest,
         row: _RowRun,
-        exchange: Exchange | None,
+        completion: Completion | None,
         failure: Failure | None,
     ) -> RowResult:
         result = self._base(request, row)
@@ -361,9 +417,10 @@ class RowSender:
             result.error_message = failure.message
             result.http_status = failure.http_status
             result.request_id = failure.request_id
-            result.retryable = failure.kind == "transient"
-        elif exchange is not None and isinstance(exchange.result, Completion):
-            completion = exchange.result
+            # a body that could not be read is kept, and read again next run
+            result.retryable = failure.kind == "transient" or failure.raw is not None
+            result.raw_response = failure.raw
+        elif completion is not None:
             result.status, result.error_code, result.error_message = judge(completion)
             result.http_status = 200
             result.content = completion.content
@@ -383,8 +440,24 @@ class RowSender:
 
     def crashed(self, request: RowRequest, exc: Exception) -> RowResult:
         """The result of a row whose processing raised what no rule foresaw: an
-        error for this row alone, sent again by the next run."""
+        error for this row alone. An answer already in hand is kept (it was paid
+        for), and the next run processes it again here instead of sending it; a
+        row with no answer yet is sent again by the next run."""
         now = self.clock.wall().isoformat()
+        row = self._in_hand.pop(request.fingerprint, None)
+        what = f"{type(exc).__name__}: {exc}"
+        if row is not None and row.received is not None:
+            result = self._result(request, row, row.received, None)
+            result.status = RowStatus.ERROR
+            result.error_code = UNPROCESSED
+            result.error_message = (
+                f'row {request.index + 1:,} (id "{request.row_id}"): batchkimi failed '
+                f"on this row after the service answered ({what}). The answer is "
+                "kept, and the next run processes it again without sending it. "
+                "This is batchkimi's bug: please report it"
+            )
+            result.retryable = True
+            return result
         return RowResult(
             fingerprint=request.fingerprint,
             status=RowStatus.ERROR,
@@ -393,22 +466,13 @@ class RowSender:
             error_code="batchkimi_error",
             error_message=(
                 f'row {request.index + 1:,} (id "{request.row_id}"): batchkimi failed '
-                f"on this row ({type(exc).__name__}: {exc}). This is batchkimi's bug, "
-                "not your data's: please report it. The next run tries the row again"
+                f"on this row ({what}). This is batchkimi's bug, not your data's: "
+                "please report it. The next run tries the row again"
             ),
             retryable=True,
             started_at=now,
             finished_at=now,
         )
-
-    def _unsent(self, request: RowRequest, failure: Failure, row: _RowRun) -> RowResult:
-        """A row whose media could not be made ready: nothing was sent."""
-        result = self._base(request, row)
-        result.error_code = failure.code
-        result.error_message = failure.message
-        result.http_status = failure.http_status
-        result.retryable = failure.kind == "transient"
-        return result
 
 
 @dataclass(slots=True)
@@ -420,11 +484,20 @@ class _RowRun:
     retries: Counter[str] = field(default_factory=Counter)
     waited: list[float] = field(default_factory=lambda: [0.0])  # seconds paced
     turn_start: int = 0  # attempts made before the current turn
+    media_ready: bool = False  # local media made sendable
     #: the last invalid answer and why, while a repair of it is under way
     last_invalid: tuple[Completion, Invalid] | None = None
+    #: an answer received and not yet journaled (kept if processing it fails)
+    received: Completion | None = None
 
     def turn_attempts(self, tally: Tally) -> int:
         return tally.attempts - self.turn_start
+
+    def resume_from(self, record: RowResult) -> None:
+        """Carry on from the journaled record an earlier run left."""
+        self.tally = Tally.resumed(record)
+        self.retries.update(record.retries)
+        self.waited[0] += record.wait_ms / 1000
 
 
 def _journaled_answer(record: RowResult) -> Completion:

@@ -58,6 +58,7 @@ RESULTS_SCHEMA: dict[str, pl.DataType] = {
     "repairs": pl.Int64(),  # re-asks after an invalid structured answer
     "repair_causes": pl.String(),  # JSON object: cause -> repairs
     "validation_error": pl.String(),  # why the last structured answer was invalid
+    "raw_response": pl.String(),  # a paid answer batchkimi could not read, kept
 }
 OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
 #: what the journal holds of each result (everything but the row's own id)

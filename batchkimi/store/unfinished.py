@@ -1,9 +1,11 @@
-"""Rows an earlier run left between a paid answer and its repair.
+"""Rows an earlier run left with a paid answer in hand.
 
-A structured row journals each invalid answer before asking again. When a run stops
-there (a kill, a stop, an outage), the row's newest journal record is that answer,
-marked retryable. The next run reads those records back, so it can carry on from the
-answer it already paid for instead of starting the row over.
+Two kinds: a structured row journals each invalid answer before asking again, and a
+run that stops there (a kill, a stop, an outage) leaves that answer as the row's
+newest record; and an answer batchkimi failed to process (a bug) is journaled as it
+came, raw if it could not even be parsed. Both are marked retryable. The next run
+reads them back and carries on from the answer it already paid for, instead of
+sending the row again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from batchkimi.api.base import UNPROCESSED
 from batchkimi.records import RowResult, RowStatus
 from batchkimi.store.journal import read_latest
 from batchkimi.store.results import JOURNAL_SCHEMA
@@ -22,14 +25,27 @@ _FIELDS = {f.name for f in fields(RowResult)}
 _COUNTS = ("retries", "repair_causes")
 
 
-def unfinished_answers(folder: Path) -> dict[str, RowResult]:
-    """Fingerprint → the journaled invalid answer a repair is still owed for."""
-    latest = read_latest(folder, JOURNAL_SCHEMA)
-    pending = latest.filter(
-        pl.col("validation_error").is_not_null()
-        & pl.col("retryable").fill_null(False)
-        & (pl.col("status") != RowStatus.OK.value)
-    )
+_IN_HAND = (
+    (pl.col("validation_error").is_not_null() | (pl.col("error_code") == UNPROCESSED))
+    & pl.col("retryable").fill_null(False)
+    & (pl.col("status") != RowStatus.OK.value)
+)
+_PROBE = {
+    "fingerprint": pl.String(),
+    "finished_at": pl.String(),
+    "status": pl.String(),
+    "error_code": pl.String(),
+    "validation_error": pl.String(),
+    "retryable": pl.Boolean(),
+}
+
+
+def answers_in_hand(folder: Path) -> dict[str, RowResult]:
+    """Fingerprint → the newest record of a row left with a paid answer in hand.
+    Reads a few columns first, and whole records only when there are any."""
+    if read_latest(folder, _PROBE).filter(_IN_HAND).is_empty():
+        return {}
+    pending = read_latest(folder, JOURNAL_SCHEMA).filter(_IN_HAND)
     found: dict[str, RowResult] = {}
     for record in pending.iter_rows(named=True):
         values = {k: v for k, v in record.items() if k in _FIELDS and v is not None}
