@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 from batchkimi.api.failures import known_codes, looks_like_service_code
 from batchkimi.errors import ConfigError, ManifestError
-from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
+from batchkimi.manifest.reader import (
+    Manifest,
+    check_rows,
+    column_list,
+    open_manifest,
+)
 from batchkimi.manifest.requests import ROW_CODES, RequestBuilder
 from batchkimi.media.preflight import MediaSettings, media_settings
 from batchkimi.pricing import PriceTable, load_prices
@@ -73,7 +78,8 @@ def kept_columns(job: Job, manifest: Manifest) -> dict[str, str]:
     if missing:
         msg = (
             f"keep_columns names {', '.join(map(repr, missing))}, which the manifest "
-            f"does not have (it has: {', '.join(manifest.columns)}). Fix --keep-columns"
+            f"does not have (it has: {column_list(manifest.columns)}). Fix "
+            "--keep-columns"
         )
         raise ConfigError(msg)
     return {

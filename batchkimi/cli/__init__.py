@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import click
 from PIL import Image
 
 from batchkimi import __version__
+from batchkimi.cli.console import safe
 from batchkimi.cli.models import models_command
 from batchkimi.cli.plan import plan_command
 from batchkimi.cli.report import report_command
@@ -23,8 +26,14 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except BatchkimiError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {safe(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
+        except BrokenPipeError:
+            # the reader went away (`batchkimi report OUT | head`): not an error;
+            # stdout now leads nowhere, so the interpreter's last flush is quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
         except KeyboardInterrupt:
             # Ctrl-C before a run has its own handlers (reading the manifest, a
             # plan, a report): nothing half-done is kept, and a run resumes

@@ -8,6 +8,8 @@ retry, warning, stop, summary) for a log collector.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,14 +20,45 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from batchkimi.records import RowResult, RowStatus
 from batchkimi.runner import RunOutcome
+
+# C0 and C1 control characters (but newline and tab), DEL, and the bidi overrides
+# that reorder what a terminal shows
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Text from files and answers, fit for a terminal: an escape sequence in a
+    column name or a cell is shown as ``\\x1b``, never acted on."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+class _StdoutConsole(Console):
+    """Tables on stdout. A reader that goes away (``| head``) is not an error."""
+
+    def on_broken_pipe(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0)
+
+
+def stdout_console() -> Console:
+    """The console for what a user reads or pipes: a terminal's width, or 100
+    columns into a file or a pipe."""
+    console = _StdoutConsole()
+    if not console.is_terminal:
+        console.width = 100
+    return console
+
 
 _RESUME_HINT = {
     "signal": "stopped by a signal",
@@ -90,6 +123,7 @@ class ProgressDisplay:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._last_line = time.monotonic()
+        self._stats_width = 0
 
     def on_start(self, *, total_rows: int | None, already_done: int) -> None:
         if self.quiet:
@@ -101,22 +135,43 @@ class ProgressDisplay:
             self._print(f"started: {total} rows in the manifest")
             return
         self._progress = Progress(
-            TextColumn("[bold]batchkimi"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            *self._columns(self._console.width, total_rows),
             console=self._console,
+            transient=True,  # gone when the run ends: the summary says it all
         )
         self._progress.start()
         to_send = None if total_rows is None else max(total_rows - already_done, 0)
         self._task = self._progress.add_task("run", total=to_send, stats="")
 
+    def _columns(self, width: int, total: int | None) -> list[ProgressColumn]:
+        """What fits: the count and the time left always; the bar where there is
+        room; the running totals last, cut to the room left (``_stats``)."""
+        count = len(f"{total or 0:,}") * 2 + 1
+        essentials = 10 + count + 1 + 8 + 8  # label, count, elapsed, left
+        bar = min(40, width - essentials - 30)  # 30: the totals' fair share
+        bar = bar if bar >= 8 else 0
+        self._stats_width = max(0, width - essentials - (bar + 1 if bar else 0))
+        columns: list[ProgressColumn] = [TextColumn("[bold]batchkimi")]
+        if bar:
+            columns.append(BarColumn(bar_width=bar))
+        columns += [
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=count)),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+        ]
+        return columns
+
+    def _stats(self) -> str:
+        """The running totals, cut to what the line has room for (rich would
+        otherwise squeeze the count and the time left out of the line)."""
+        line = self.tally.line()
+        return line if len(line) <= self._stats_width else line[: self._stats_width]
+
     def on_result(self, result: RowResult) -> None:
         self.tally.add(result)
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, stats=self.tally.line())
+            self._progress.update(self._task, advance=1, stats=self._stats())
         elif not self.quiet and time.monotonic() - self._last_line >= self.interval_s:
             self._last_line = time.monotonic()
             self._print(f"progress: {self.tally.done:,} sent, {self.tally.line()}")
@@ -146,8 +201,11 @@ class ProgressDisplay:
             self._print(line)
 
     def _print(self, line: str) -> None:
+        line = safe(line)
         if self._progress is not None:
-            self._progress.console.print(f"batchkimi: {line}", highlight=False)
+            self._progress.console.print(
+                f"batchkimi: {line}", highlight=False, markup=False
+            )
             return
         self.stream.write(f"batchkimi: {line}\n")
         self.stream.flush()
@@ -243,10 +301,13 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         overall = outcome.summary["overall"]
         counts = ", ".join(f"{n:,} {s}" for s, n in outcome.by_status.items() if n)
         cost, currency = overall["cost"], overall["currency"]
-        cost_text = (
-            f"{cost:.4f} {currency}" if cost is not None else "unknown (no price)"
-        )
         tokens = overall["tokens"]
+        if cost is not None:
+            cost_text = f"{cost:.4f} {currency}"
+        elif not tokens["input_tokens"]:
+            cost_text = "nothing (no answer was received)"
+        else:
+            cost_text = "unknown (no price)"
         rate = (
             f" at {overall['rows_per_s']} rows/s"
             if outcome.sent and overall["rows_per_s"]

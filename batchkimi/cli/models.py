@@ -7,10 +7,10 @@ from typing import Any
 
 import click
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from batchkimi.catalogue import ModelInfo, load_catalogue
+from batchkimi.cli.console import stdout_console
 from batchkimi.pricing import load_prices
 
 _SHORT = {"image": "img"}
@@ -63,7 +63,7 @@ def models_command(as_json: bool) -> None:
         )
         if info.is_retired:
             advice.append(f"{info.name}: {info.retirement_advice()}")
-    console = Console()
+    console = stdout_console()
     console.print(table)
     for line in advice:
         console.print(line)

@@ -11,7 +11,9 @@ import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from batchkimi.cli.console import safe, stdout_console
 from batchkimi.cli.options import build_job, job_options, simulated
 from batchkimi.planner import Plan, make_plan, save_plan
 from batchkimi.prepare import prepare_job
@@ -67,15 +69,19 @@ def render(plan: Plan, console: Console) -> None:
             f"{share.output_tokens:,}",
             _money(share.cost),
             _money(share.worst_cost),
-            share.currency or "",
+            Text(safe(share.currency or "")),
             _duration(share.seconds_at_limits),
         )
     console.print(table)
     for model, share in sorted(plan.models.items()):
         if share.price_note:
             console.print(
-                f"{model}: cost unknown: {share.price_note}. Give a price with "
-                "--prices FILE"
+                safe(
+                    f"{model}: cost unknown: {share.price_note}. Give a price with "
+                    "--prices FILE"
+                ),
+                markup=False,
+                highlight=False,
             )
     console.print(
         "tokens out: expected (max_tokens or --expected-output-tokens); at most: "
@@ -86,12 +92,12 @@ def render(plan: Plan, console: Console) -> None:
     if plan.answer is not None:
         _render_answer(plan.answer, console)
     for problem in plan.problems[:_SHOWN_PROBLEMS]:
-        console.print(f"[red]problem[/red] {problem['message']}", highlight=False)
+        console.print(Text.assemble(("problem ", "red"), safe(problem["message"])))
     hidden = plan.problem_count - min(len(plan.problems), _SHOWN_PROBLEMS)
     if hidden > 0:
         console.print(f"… and {hidden:,} more problem rows (listed in plan.json)")
     for warning in plan.warnings[:_SHOWN_PROBLEMS]:
-        console.print(f"[yellow]warning[/yellow] {warning['message']}", highlight=False)
+        console.print(Text.assemble(("warning ", "yellow"), safe(warning["message"])))
     hidden = plan.warning_count - min(len(plan.warnings), _SHOWN_PROBLEMS)
     if hidden > 0:
         console.print(f"… and {hidden:,} more warnings (listed in plan.json)")
@@ -156,9 +162,7 @@ def plan_command(
     if as_json:
         click.echo(json.dumps(plan.to_json(), indent=2))
     else:
-        console = Console()
-        if not console.is_terminal:
-            console.width = 100  # a file or a pipe: no terminal to fit
+        console = stdout_console()
         render(plan, console)
         if path is not None:
             console.print(f"plan saved: {path}", highlight=False)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ import polars as pl
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from batchkimi.cli.console import safe, stdout_console
+from batchkimi.errors import ConfigError
 from batchkimi.report import analysis
 from batchkimi.report.data import RunData, load_run
 
@@ -42,7 +46,7 @@ def _table(title: str, headers: Sequence[str], rows: list[list[str]]) -> Table:
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(safe(cell)) for cell in row))
     return table
 
 
@@ -162,15 +166,36 @@ def report_command(output: Path, html_path: Path | None) -> None:
     token distributions, tokens and cost by model and status, and retries by cause.
     """
     run = load_run(output)
-    console = Console()
-    if not console.is_terminal:
-        console.width = 100
+    if html_path is not None:
+        _check_writable(html_path)
+    console = stdout_console()
     render(run, console)
     if html_path is not None:
         from batchkimi.report.page import render_page  # matplotlib: only when asked
 
-        html_path.write_text(
-            render_page(run, title=f"batchkimi report: {output.resolve().name}"),
-            "utf-8",
+        page = render_page(run, title=f"batchkimi report: {output.resolve().name}")
+        try:
+            html_path.write_text(page, "utf-8")
+        except OSError as exc:
+            raise _unwritable(html_path, exc) from None
+        console.print(f"html report: {html_path}", highlight=False, markup=False)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a page that cannot be written before the work of drawing it."""
+    folder = path.parent if str(path.parent) else Path()
+    if not folder.is_dir():
+        msg = (
+            f"cannot write the report to {path}: the folder {folder} does not exist. "
+            "Create it, or give --html a path in an existing folder"
         )
-        console.print(f"html report: {html_path}", highlight=False)
+        raise ConfigError(msg)
+    if not os.access(folder, os.W_OK):
+        raise _unwritable(path, PermissionError(13, "Permission denied"))
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot write the report to {path}: {exc.strerror or exc}. Give --html a "
+        "path you can write to"
+    )

@@ -43,6 +43,36 @@ def locate_problem(path: Path, fmt: str) -> LineProblem | None:
     return None
 
 
+_HEAD = 1 << 16  # bytes of a header line read to check it
+
+
+def header_problem(path: Path) -> LineProblem | None:
+    """What is wrong with a text manifest's first line, if anything: a binary file
+    (NUL bytes) or a header that is not UTF-8. polars would turn such a header into
+    replacement characters instead of refusing it, as it refuses a row."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_HEAD).split(b"\n", 1)[0]
+    except OSError:
+        return None
+    if b"\x00" in head:
+        return LineProblem(
+            1,
+            "holds NUL bytes: this is a binary file, not text",
+            "Check --input: give a CSV, TSV or JSONL text file (or a .parquet file)",
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return LineProblem(
+            1,
+            f"(the header) is not UTF-8 (byte 0x{head[exc.start]:02x}, the line's "
+            f"byte {exc.start + 1})",
+            "Save the file as UTF-8 (in a spreadsheet: CSV UTF-8)",
+        )
+    return None
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as handle:
         yield from enumerate(handle, start=1)

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from batchkimi.errors import ManifestError
-from batchkimi.manifest.diagnose import locate_problem
+from batchkimi.manifest.diagnose import header_problem, locate_problem
 from batchkimi.media.limits import IMAGE_TYPES, VIDEO_TYPES
 from batchkimi.settings.job import glob_base, is_glob
 
@@ -33,6 +33,20 @@ _FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
 }
+
+
+_NAMES_SHOWN = 20  # column names listed in a message
+_NAME_CHARS = 40  # characters of each
+
+
+def column_list(columns: list[str]) -> str:
+    """A manifest's columns for a message: the first few, each cut short."""
+    shown = [
+        name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+        for name in columns[:_NAMES_SHOWN]
+    ]
+    more = len(columns) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
 
 
 def manifest_format(path: Path) -> str:
@@ -156,6 +170,8 @@ def open_manifest(path: Path) -> Manifest:
             path=str(path),
             fix="Check --input (paths in a job spec are relative to the spec's folder)",
         )
+    if fmt != "parquet" and (problem := header_problem(path)) is not None:
+        raise ManifestError(problem.sentence, path=str(path), fix=problem.fix)
     try:
         schema = _scan(path, fmt).collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:

@@ -23,6 +23,7 @@ from batchkimi.catalogue import (
 )
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
+from batchkimi.manifest.reader import column_list
 from batchkimi.manifest.template import Template, parse_template
 from batchkimi.media.limits import (
     IMAGE_TYPES,
@@ -127,7 +128,7 @@ class RequestBuilder:
                 self._whole_file(
                     column,
                     f"is mapped to {role!r} in [columns] but the manifest has no such "
-                    f"column (it has: {', '.join(columns)})",
+                    f"column (it has: {column_list(columns)})",
                     "Fix the mapping in the job spec",
                 )
         self.template: Template | None = None
@@ -137,14 +138,14 @@ class RequestBuilder:
                 self._whole_file(
                     name,
                     f"is used by the prompt template but the manifest has no such "
-                    f"column (it has: {', '.join(columns)})",
+                    f"column (it has: {column_list(columns)})",
                     "Fix the template (--prompt / prompt) or the manifest",
                 )
         elif not ({self.col("prompt"), self.col("messages")} & self.present):
             self._whole_file(
                 self.col("prompt"),
                 "is missing, and there is no messages column and no prompt template: "
-                f"nothing to send (columns: {', '.join(columns)})",
+                f"nothing to send (columns: {column_list(columns)})",
                 'Give a template with --prompt "… {column} …", or map your text '
                 'column in [columns] (prompt = "text")',
             )
