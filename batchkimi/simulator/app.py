@@ -446,8 +446,11 @@ class SimulatorApp:
                 if native
                 else wire.compat_body(answer, model=model, request_id=rid)
             )
+            # FACTS §6.3: the cache is usable once the answer is complete; stored
+            # just before its last bytes leave, so whoever has read the whole
+            # answer finds it stored, and nobody earlier does
+            self.cache.commit(plan)
             await _send(send, 200, body, log)
-            self.cache.commit(plan)  # FACTS §6.3: usable once the answer is complete
             return
         await _start(send, 200, _SSE, log)
         keepalive = b":keep-alive\n\n" if native else b": keep-alive\n\n"
@@ -488,11 +491,12 @@ class SimulatorApp:
                 await _chunk(send, b"", more=False)
                 return
             await self._pace(piece)
+            if number == len(frames):
+                self.cache.commit(plan)  # as above: before the finish frame leaves
             await _chunk(send, data)
         for data in tail:
             await _chunk(send, data)
         await _chunk(send, b"", more=False)
-        self.cache.commit(plan)
 
 
 _SSE = "text/event-stream;charset=UTF-8"

@@ -10,7 +10,8 @@ running hash and measured with the simulator's own token count. Two granularitie
   part. A live entry at a marker, or at one of the 20 parts before it, is a hit
   (``cached_tokens``, ``cache_type: "ephemeral"``) and resets its 5 minutes. On a miss
   a prefix of at least 1,024 tokens is billed as a creation and becomes usable only
-  once this answer has been sent in full: a request that arrives meanwhile misses too.
+  once this answer is complete (it is stored as the answer's last frame is sent): a
+  request that arrives meanwhile misses too.
   Under 1,024 tokens nothing is cached and nothing is refused.
 - every 64 characters of text (16 tokens), as block-wise prefix caches work.
   **Implicit**: a request without markers whose input shares at least 256 tokens
@@ -194,7 +195,7 @@ class _Entry:
 
 class ContextCache:
     """Both caches for every model. Lookups change nothing; ``commit`` stores, once
-    the answer has been sent in full."""
+    the answer is complete."""
 
     def __init__(
         self, clock: Callable[[], float], seed: int, implicit_hit_rate: float
@@ -261,7 +262,7 @@ class ContextCache:
         return random.Random(seed.digest()).random()
 
     def commit(self, plan: CachePlan) -> None:
-        """The answer was sent in full: store its entries, keep its hit alive."""
+        """The answer is complete: store its entries, keep its hit alive."""
         now = self.clock()
         for point in (*plan.writes, *((plan.hit,) if plan.hit else ())):
             self._explicit[(plan.model, point.digest)] = _Entry(
