@@ -8,7 +8,8 @@ extraction schema uses (types and type lists, ``enum``, ``const``, ``properties`
 ``required``, ``additionalProperties``, ``items``/``prefixItems``, item counts and
 ``uniqueItems``, numeric bounds and ``multipleOf``, string lengths and a few
 ``format``s, local ``$ref``/``$defs``, ``allOf``, ``anyOf``/``oneOf``). ``pattern`` is
-not honoured. A schema that cannot be satisfied raises ``SchemaError``.
+not honoured, and for ``oneOf`` one branch is followed without checking that the
+value fits no other. A schema that cannot be satisfied raises ``SchemaError``.
 
 ``break_value`` then spoils a valid value the way a real model sometimes does, so a
 client's validation and repair paths have something to catch.

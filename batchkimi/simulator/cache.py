@@ -104,6 +104,8 @@ def _part_key(part: Any) -> bytes:
         value = part.get(key)
         if isinstance(value, dict):
             value = value.get("url")
+        if isinstance(value, str):
+            return key[0].encode() + value.encode()
         if value is not None:
             return key[0].encode() + json.dumps(value).encode()
     rest = {k: v for k, v in part.items() if k != "cache_control"}

@@ -91,7 +91,8 @@ def compose(
         if ask.thinks
         else ""
     )
-    rng = _request_rng(seed, ask)
+    # hashing the whole request costs time on media rows: only when it is used
+    rng = _request_rng(seed, ask) if ask.structured else random.Random(seed)
     prose = compose_answer(prompt, seed, behaviour.answer_words)
     wanted = (
         fault.code if fault is not None and fault.kind == "invalid_answer" else None
