@@ -11,6 +11,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from batchkimi.simulator import SimulatorServer
+from batchkimi.simulator import responses as wire
 from tests.simulator.wire import (
     LABEL_SCHEMA,
     LABEL_TOOL,
@@ -277,3 +278,25 @@ def test_a_tool_call_cut_by_max_tokens_ends_with_length_and_broken_json(
     assert choice["finish_reason"] == "length"
     with pytest.raises(ValueError):
         json.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])
+
+
+def test_the_text_path_carries_a_call_beside_string_content() -> None:
+    """Only retired models live on text-generation (they answer 404), so its tool-call
+    shape is checked on the frames themselves: string content, as on that path."""
+    answer = wire.Answer(
+        reasoning="",
+        content="",
+        finish_reason="tool_calls",
+        input_tokens=9,
+        reasoning_tokens=0,
+        output_tokens=4,
+        tool_call=wire.ToolCall("call_1", "record_label", '{"label": "positive"}'),
+    )
+    whole = json.loads(wire.native_body(answer, multimodal=False, request_id="r"))
+    message = whole["output"]["choices"][0]["message"]
+    assert message["content"] == ""
+    assert message["tool_calls"][0]["function"]["arguments"] == '{"label": "positive"}'
+    frames = wire.native_frames(answer, multimodal=False, request_id="r")
+    datas = [json.loads(data.split(b"data:", 1)[1]) for _, data in frames]
+    assert {d["output"]["choices"][0]["message"]["content"] for d in datas} == {""}
+    assert fold_tool_calls("native", datas)[0]["args"] == '{"label": "positive"}'
