@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 import click
 
 from batchkimi.simulator import Behaviour, Limits, SimulatorServer
+from batchkimi.simulator.answers import INVALID_KINDS
 from batchkimi.simulator.facts import ERRORS
 
 
-def _rates(option: str, values: tuple[str, ...]) -> dict[str, float]:
+def _rates(
+    option: str,
+    values: tuple[str, ...],
+    known: Collection[str] = tuple(ERRORS),
+    key: str = "CODE",
+) -> dict[str, float]:
     rates: dict[str, float] = {}
     for item in values:
         code, sep, raw = item.partition("=")
@@ -19,10 +26,12 @@ def _rates(option: str, values: tuple[str, ...]) -> dict[str, float]:
         except ValueError:
             rate = -1.0
         if not sep or not 0 <= rate <= 1:
-            msg = f"{item!r} is not CODE=RATE with RATE between 0 and 1"
+            msg = f"{item!r} is not {key}=RATE with RATE between 0 and 1"
             raise click.BadParameter(msg, param_hint=option)
-        if code not in ERRORS:
-            msg = f"{code!r} is not a simulated error code; known: {', '.join(ERRORS)}"
+        if code not in known:
+            msg = (
+                f"{code!r} is not a simulated {key.lower()}; known: {', '.join(known)}"
+            )
             raise click.BadParameter(msg, param_hint=option)
         rates[code] = rate
     return rates
@@ -113,6 +122,31 @@ _SHARE = click.FloatRange(0, 1)
     help="Share of requests answered by a proxy's 502 HTML page.",
 )
 @click.option(
+    "--invalid-answer-rate",
+    "invalid_answer_rates",
+    multiple=True,
+    metavar="KIND=RATE",
+    help="Spoil this share of structured answers (tool calls, JSON asked for in "
+    "the system message): enum (a label outside the enum), missing (a required "
+    "property left out), type (e.g. a number as a string), json (cut off). "
+    "Repeatable.",
+)
+@click.option(
+    "--text-instead-of-tool-rate",
+    default=0.0,
+    type=_SHARE,
+    show_default=True,
+    help="Share of requests with tools answered in prose, with no tool call.",
+)
+@click.option(
+    "--implicit-cache-hit-rate",
+    default=0.5,
+    type=_SHARE,
+    show_default=True,
+    help="Chance that a request sharing 256+ tokens of prefix with an earlier "
+    "one hits the implicit context cache (the service does not guarantee it).",
+)
+@click.option(
     "--rpm",
     type=click.IntRange(min=1),
     help="Requests per minute per model; over it: 429 Throttling.RateQuota "
@@ -163,6 +197,9 @@ def simulator_command(
     stall_rate: float,
     stall_s: float,
     bad_gateway_rate: float,
+    invalid_answer_rates: tuple[str, ...],
+    text_instead_of_tool_rate: float,
+    implicit_cache_hit_rate: float,
     rpm: int | None,
     tpm: int | None,
     limit_window_s: float,
@@ -174,13 +211,16 @@ def simulator_command(
 
     Serves /compatible-mode/v1/chat/completions, the native multimodal- and
     text-generation paths and the temporary-upload pair, with each API's own framing,
-    thinking, token usage, documented errors and the faults and limits set below.
+    thinking, tool calls, JSON answers to a schema in the system message, the
+    context cache, token usage, documented errors and the faults and limits set
+    below.
 
     The first line on stdout is the base URL: point a job at it with --base-url.
 
     \b
         batchkimi simulator --port 8000 --ttft-ms 400 --tokens-per-s 60
         batchkimi simulator --rpm 500 --tpm 1000000 --error-rate InternalError=0.1
+        batchkimi simulator --invalid-answer-rate enum=0.05 --seed 7
     """
     behaviour = Behaviour(
         seed=seed,
@@ -193,6 +233,11 @@ def simulator_command(
         stall_rate=stall_rate,
         stall_s=stall_s,
         bad_gateway_rate=bad_gateway_rate,
+        invalid_answer_rates=_rates(
+            "--invalid-answer-rate", invalid_answer_rates, INVALID_KINDS, "KIND"
+        ),
+        text_instead_of_tool_rate=text_instead_of_tool_rate,
+        implicit_cache_hit_rate=implicit_cache_hit_rate,
         limits=Limits(rpm=rpm, tpm=tpm, window_s=limit_window_s, burst_rps=burst_rps),
         policy_expire_s=policy_expire_s,
         api_keys=frozenset(api_keys) or None,

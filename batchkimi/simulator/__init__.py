@@ -12,8 +12,10 @@ from batchkimi.simulator.behaviour import (
     disconnect,
     error,
     html502,
+    invalid_answer,
     midstream,
     stall,
+    text_answer,
 )
 from batchkimi.simulator.limits import Limits
 from batchkimi.simulator.server import SimulatorServer
@@ -26,6 +28,8 @@ __all__ = [
     "disconnect",
     "error",
     "html502",
+    "invalid_answer",
     "midstream",
     "stall",
+    "text_answer",
 ]

@@ -20,17 +20,23 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from batchkimi.simulator import responses as wire
+from batchkimi.simulator.admission import (
+    input_too_long,
+    media_refusal,
+    model_problem,
+    read_ask,
+)
 from batchkimi.simulator.behaviour import (
+    ANSWER_FAULTS,
     Behaviour,
     Fault,
-    compose_answer,
-    count_input_tokens,
     count_text_tokens,
 )
+from batchkimi.simulator.cache import ContextCache, Prefixes
+from batchkimi.simulator.composer import Ask, compose
 from batchkimi.simulator.facts import ERRORS, MODELS, MULTIMODAL, TEXT, URL_ERROR
 from batchkimi.simulator.limits import RateLimiter
-from batchkimi.simulator.media import media_problem
-from batchkimi.simulator.reading import last_user_text, media_parts, media_urls
+from batchkimi.simulator.tools import RequestProblem
 from batchkimi.simulator.uploads import UploadError, UploadStore
 
 Scope = dict[str, Any]
@@ -61,6 +67,12 @@ class LoggedRequest:
     request_id: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    #: what was answered: text | tool_call | json (None: no answer was composed)
+    answer_kind: str | None = None
+    invalid_kind: str | None = None  # enum | missing | type | json: a spoilt answer
+    structured: bool = False  # tools to call, or a schema in the system message
+    cached_tokens: int = 0  # context cache hit, explicit or implicit
+    cache_creation_tokens: int = 0  # explicit cache written
     at: float = field(default_factory=time.monotonic)
 
 
@@ -83,6 +95,11 @@ class SimulatorApp:
             self.behaviour = behaviour or Behaviour()
             self.limiter = RateLimiter(self.behaviour.limits)
             self.uploads = UploadStore(self.behaviour.policy_expire_s)
+            self.cache = ContextCache(
+                self.behaviour.clock,
+                self.behaviour.seed,
+                self.behaviour.implicit_cache_hit_rate,
+            )
             self.requests = []
             self.crashes = []
 
@@ -237,79 +254,6 @@ class SimulatorApp:
                 send, status, wire.dumps(wire.native_error(code, message, rid)), log
             )
 
-    def _check(
-        self, request: dict[str, Any], thinking: bool | None
-    ) -> tuple[str, str] | None:
-        model = MODELS.get(request["model"])
-        if model is None or model.retired:
-            return "ModelNotFound", "Model not exist."
-        if thinking is False and model.thinking == "always":
-            return "InvalidParameter", (
-                f"The model {request['model']} only supports thinking mode: "
-                "enable_thinking must be true."
-            )
-        if thinking is True and model.thinking == "never":
-            return "InvalidParameter", "This model does not support enable_thinking."
-        params = request.get("parameters", request)  # native nests them
-        cap = params.get("max_tokens") if isinstance(params, dict) else None
-        limit = model.max_output
-        if limit is not None and isinstance(cap, int) and not 1 <= cap <= limit:
-            # FACTS §3.2: "Range of max_tokens should be …"
-            return "InvalidParameter", f"Range of max_tokens should be [1, {limit}]"
-        return None
-
-    @staticmethod
-    def _input_too_long(model: str, tokens: int, thinking: bool | None) -> str | None:
-        """FACTS §6.2: input over the model's maximum is refused, naming it."""
-        info = MODELS[model]
-        thinks = thinking if thinking is not None else info.thinking == "always"
-        limit = (info.max_input_thinking if thinks else None) or info.max_input
-        if limit is not None and tokens > limit:
-            return f"Range of input length should be [1, {limit}]"
-        return None
-
-    def _answer(
-        self,
-        model: str,
-        messages: list[dict[str, Any]],
-        params: dict[str, Any],
-        thinking: bool | None,
-    ) -> wire.Answer:
-        info = MODELS[model]
-        thinks = thinking if thinking is not None else info.thinking == "always"
-        prompt = last_user_text(messages)
-        seed = self.behaviour.seed
-        reasoning = (
-            compose_answer(prompt, seed, self.behaviour.reasoning_words, salt="r")
-            if thinks
-            else ""
-        )
-        content = compose_answer(prompt, seed, self.behaviour.answer_words)
-        finish = "stop"
-        budget = params.get("max_completion_tokens")
-        if isinstance(budget, int) and count_text_tokens(reasoning) >= budget:
-            reasoning, content, finish = reasoning[: budget * 4], "", "length"
-        elif isinstance(budget, int):
-            left = budget - count_text_tokens(reasoning)
-            if count_text_tokens(content) > left:
-                content, finish = content[: left * 4], "length"
-        cap = params.get("max_tokens")
-        if (
-            finish == "stop"
-            and isinstance(cap, int)
-            and count_text_tokens(content) > cap
-        ):
-            content, finish = content[: cap * 4], "length"
-        reasoning_tokens = count_text_tokens(reasoning)
-        return wire.Answer(
-            reasoning=reasoning,
-            content=content,
-            finish_reason=finish,
-            input_tokens=count_input_tokens(messages),
-            reasoning_tokens=reasoning_tokens,
-            output_tokens=reasoning_tokens + count_text_tokens(content),
-        )
-
     async def _delay_first(
         self, fault: Fault | None, send_keepalive: Callable[[], Awaitable[None]] | None
     ) -> None:
@@ -361,8 +305,9 @@ class SimulatorApp:
             await self._error(send, log, "InvalidParameter", "Required body invalid.")
             return
         thinking = params.get("enable_thinking")
-        problem = self._check(request, thinking)
-        if problem is None and MODELS[request["model"]].path != path_kind:
+        model = request["model"]
+        problem = model_problem(model, params, thinking)
+        if problem is None and MODELS[model].path != path_kind:
             # FACTS §1.1: the gateway ties each model to one path; on a stream the
             # refusal arrives as a 200 with an event:error frame
             if log.stream:
@@ -378,7 +323,7 @@ class SimulatorApp:
             problem is None
             and log.stream
             and params.get("incremental_output") is not True
-            and (thinking or MODELS[request["model"]].thinking == "always")
+            and (thinking or MODELS[model].thinking == "always")
         ):
             problem = (
                 "InvalidParameter",
@@ -387,12 +332,13 @@ class SimulatorApp:
             )
         if problem is None:
             oss_ok = log.headers.get("x-dashscope-ossresourceresolve", "") == "enable"
-            problem = self._check_media(messages, request["model"], oss_ok=oss_ok)
+            if why := media_refusal(messages, model, self.uploads, oss_ok=oss_ok):
+                problem = ("InvalidParameter", why)
         if problem is not None:
             await self._error(send, log, problem[0], problem[1])
             return
-        await self._serve(
-            request["model"],
+        await self._read_and_serve(
+            model,
             messages,
             params,
             thinking,
@@ -409,42 +355,20 @@ class SimulatorApp:
             await self._error(send, log, "InvalidParameter", "Required body invalid.")
             return
         thinking = request.get("enable_thinking")
-        problem = self._check(request, thinking)
-        if problem is None:
-            # FACTS §5: temporary oss:// URLs are not usable in compatible mode
-            problem = self._check_media(messages, request["model"], oss_ok=False)
+        model = request["model"]
+        problem = model_problem(model, request, thinking)
         if problem is not None:
             await self._error(send, log, problem[0], problem[1])
             return
-        await self._serve(
-            request["model"], messages, request, thinking, log, send, multimodal=None
+        # FACTS §5: temporary oss:// URLs are not usable in compatible mode
+        if why := media_refusal(messages, model, self.uploads, oss_ok=False):
+            await self._error(send, log, "InvalidParameter", why)
+            return
+        await self._read_and_serve(
+            model, messages, request, thinking, log, send, multimodal=None
         )
 
-    def _check_media(
-        self, messages: list[Any], model: str, *, oss_ok: bool
-    ) -> tuple[str, str] | None:
-        for part in media_parts(messages):
-            if problem := media_problem(part):
-                return "InvalidParameter", problem
-        for url in media_urls(messages):
-            if url.startswith("file://"):
-                return "InvalidParameter", (
-                    f"The URL {url[:80]} cannot be read by the service: a local file "
-                    "must be uploaded first, or sent as a data: URL."
-                )
-            if url.startswith("oss://"):
-                if not oss_ok:
-                    return "InvalidParameter", (
-                        f"The URL {url[:80]} is a temporary oss:// URL: send the "
-                        "header X-DashScope-OssResourceResolve: enable with the native "
-                        "API."
-                    )
-                why = self.uploads.resolve(url, model)
-                if why:
-                    return "InvalidParameter", why
-        return None
-
-    async def _serve(
+    async def _read_and_serve(
         self,
         model: str,
         messages: list[Any],
@@ -455,9 +379,36 @@ class SimulatorApp:
         *,
         multimodal: bool | None,  # None: the compatible API
     ) -> None:
-        """Admit, then answer in the request's API and mode, with any fault drawn."""
-        answer = self._answer(model, messages, params, thinking)
-        if too_long := self._input_too_long(model, answer.input_tokens, thinking):
+        try:
+            ask, prefixes = read_ask(model, messages, params, thinking)
+            await self._serve(ask, prefixes, log, send, multimodal=multimodal)
+        except RequestProblem as exc:
+            await self._error(send, log, "InvalidParameter", str(exc))
+
+    async def _serve(
+        self,
+        ask: Ask,
+        prefixes: Prefixes,
+        log: LoggedRequest,
+        send: Send,
+        *,
+        multimodal: bool | None,
+    ) -> None:
+        """Admit, then answer in the request's API and mode, with any fault drawn.
+
+        Raises RequestProblem before anything is sent if a tool's schema cannot be
+        answered."""
+        model, rid = ask.model, log.request_id or ""
+        plan = self.cache.lookup(model, prefixes)
+        composed = compose(
+            ask,
+            self.behaviour,
+            request_id=rid,
+            input_tokens=prefixes.tokens,
+            cache=plan.usage,
+        )
+        answer = composed.answer
+        if too_long := input_too_long(ask, answer.input_tokens):
             await self._error(send, log, "InvalidParameter", too_long)
             return
         log.input_tokens, log.output_tokens = answer.input_tokens, answer.output_tokens
@@ -467,10 +418,26 @@ class SimulatorApp:
         if throttle is not None:
             await self._error(send, log, throttle)
             return
-        fault = self.behaviour.next_fault(model)
+        fault = self.behaviour.next_fault(
+            model, structured=ask.structured, tools=ask.calls_a_tool
+        )
+        if fault is not None and fault.kind in ANSWER_FAULTS:
+            composed = compose(
+                ask,
+                self.behaviour,
+                request_id=rid,
+                input_tokens=prefixes.tokens,
+                cache=plan.usage,
+                fault=fault,
+            )
+            answer, fault = composed.answer, None
+            log.output_tokens = answer.output_tokens
+        log.structured, log.answer_kind = ask.structured, composed.kind
+        log.invalid_kind = composed.invalid
+        log.cached_tokens = answer.cache.cached_tokens
+        log.cache_creation_tokens = answer.cache.creation_tokens
         if await self._fault_before_answer(fault, send, log):
             return
-        rid = log.request_id or ""
         native = multimodal is not None
         if not log.stream:
             await self._delay_first(fault, None)
@@ -479,6 +446,10 @@ class SimulatorApp:
                 if native
                 else wire.compat_body(answer, model=model, request_id=rid)
             )
+            # FACTS §6.3: the cache is usable once the answer is complete; stored
+            # just before its last bytes leave, so whoever has read the whole
+            # answer finds it stored, and nobody earlier does
+            self.cache.commit(plan)
             await _send(send, 200, body, log)
             return
         await _start(send, 200, _SSE, log)
@@ -492,7 +463,7 @@ class SimulatorApp:
         else:
             frames = wire.compat_chunks(answer, model=model, request_id=rid)
             tail = [wire.COMPAT_DONE]
-            if (params.get("stream_options") or {}).get("include_usage") is True:
+            if (ask.params.get("stream_options") or {}).get("include_usage") is True:
                 usage = wire.compat_usage(answer)
                 tail.insert(
                     0,
@@ -520,6 +491,8 @@ class SimulatorApp:
                 await _chunk(send, b"", more=False)
                 return
             await self._pace(piece)
+            if number == len(frames):
+                self.cache.commit(plan)  # as above: before the finish frame leaves
             await _chunk(send, data)
         for data in tail:
             await _chunk(send, data)

@@ -8,13 +8,17 @@ one of those labels, so a labelling demo looks like labelling.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import re
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchkimi.simulator.answers import INVALID_KINDS
 from batchkimi.simulator.limits import Limits
 
 _PROSE = (
@@ -36,6 +40,11 @@ class Fault:
     ``seconds`` before answering), ``html502`` (a proxy's HTML error page). A stream
     shorter than ``after_chunks`` breaks just before its final frame, so a scripted
     fault always happens.
+
+    Two kinds spoil the answer instead, and only a structured request (tools, or a
+    schema stated in the system message) takes them from a script: ``invalid_answer``
+    (JSON broken as ``code``: one of ``INVALID_KINDS``) and ``text_answer`` (prose,
+    no tool call and no JSON).
     """
 
     kind: str
@@ -64,6 +73,25 @@ def html502() -> Fault:
     return Fault("html502")
 
 
+#: faults that change what is answered rather than how: for structured requests only
+ANSWER_FAULTS = frozenset({"invalid_answer", "text_answer"})
+
+
+def invalid_answer(kind: str) -> Fault:
+    """The next structured answer broken as ``kind``: ``enum`` (a value outside the
+    enum, e.g. "Positive."), ``missing`` (a required property left out), ``type``
+    (e.g. "0.9" for a number) or ``json`` (cut off: not JSON at all)."""
+    if kind not in INVALID_KINDS:
+        msg = f"unknown invalid-answer kind {kind!r}; known: {', '.join(INVALID_KINDS)}"
+        raise ValueError(msg)
+    return Fault("invalid_answer", code=kind)
+
+
+def text_answer() -> Fault:
+    """The next structured request answered in prose: no tool call, no JSON."""
+    return Fault("text_answer", code="")
+
+
 @dataclass(slots=True)
 class Behaviour:
     """The knobs. Every random choice draws from ``rng``, seeded by ``seed``."""
@@ -85,18 +113,44 @@ class Behaviour:
     api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
     answer_words: tuple[int, int] = (6, 30)
     reasoning_words: tuple[int, int] = (12, 40)
+    #: structured answers (tool calls, prompt-mode JSON) broken: kind -> probability
+    invalid_answer_rates: dict[str, float] = field(default_factory=dict)
+    text_instead_of_tool_rate: float = 0.0  # tools given, prose answered
+    #: FACTS §6.3: an implicit hit "is not guaranteed"; half of the eligible requests
+    #: hit, so a run of a few rows sharing a prefix shows both bills
+    implicit_cache_hit_rate: float = 0.5
+    clock: Callable[[], float] = time.monotonic  # the context cache's TTLs
     scripts: dict[str, deque[Fault]] = field(default_factory=dict)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        unknown = set(self.invalid_answer_rates) - set(INVALID_KINDS)
+        if unknown:
+            msg = (
+                f"unknown invalid-answer kinds {sorted(unknown)}; known: "
+                f"{', '.join(INVALID_KINDS)}"
+            )
+            raise ValueError(msg)
 
-    def next_fault(self, model: str) -> Fault | None:
-        """A scripted fault if one is queued, else one drawn from the rates, or None."""
+    def next_fault(
+        self, model: str, *, structured: bool = False, tools: bool = False
+    ) -> Fault | None:
+        """A scripted fault if one is queued, else one drawn from the rates, or None.
+
+        A request takes the first queued fault that applies to it: an unstructured
+        request passes over answer faults, leaving them for the next structured one.
+        Answer faults are drawn after every other rate, and only for structured
+        requests, so the draws of seeded runs without them are unchanged.
+        """
         for key in (model, "*"):
             queue = self.scripts.get(key)
-            if queue:
-                return queue.popleft()
+            if not queue:
+                continue
+            for index, fault in enumerate(queue):
+                if structured or fault.kind not in ANSWER_FAULTS:
+                    del queue[index]
+                    return fault
         draw = self.rng.random
         for code, rate in sorted(self.error_rates.items()):
             if rate > 0 and draw() < rate:
@@ -110,6 +164,14 @@ class Behaviour:
             return Fault("disconnect", after_chunks=2)
         if self.stall_rate > 0 and draw() < self.stall_rate:
             return Fault("stall", seconds=self.stall_s)
+        if not structured:
+            return None
+        rate = self.text_instead_of_tool_rate
+        if tools and rate > 0 and draw() < rate:
+            return Fault("text_answer", code="")
+        for kind, rate in sorted(self.invalid_answer_rates.items()):
+            if rate > 0 and draw() < rate:
+                return Fault("invalid_answer", code=kind)
         return None
 
     def scripted(self, target: str) -> Fault | None:
@@ -158,26 +220,41 @@ FRAME_TOKENS = 64  # per video frame
 URL_VIDEO_FRAMES = 20  # frames assumed for a video given by URL
 
 
+MESSAGE_TOKENS = 4  # role and separators, per message
+
+
+def part_tokens(part: Any) -> int:
+    """Plausible tokens of one content part: its text, or a flat rate for media."""
+    if not isinstance(part, dict):
+        return 0
+    if "text" in part and isinstance(part["text"], str):
+        return count_text_tokens(part["text"])
+    if "image" in part or part.get("type") == "image_url":
+        return IMAGE_TOKENS
+    if isinstance(part.get("video"), list):
+        return FRAME_TOKENS * len(part["video"])
+    if "video" in part or part.get("type") == "video_url":
+        return FRAME_TOKENS * URL_VIDEO_FRAMES
+    return 0
+
+
+def tool_calls_tokens(message: dict[str, Any]) -> int:
+    """An assistant turn's tool calls count as the text of their JSON."""
+    calls = message.get("tool_calls")
+    return count_text_tokens(json.dumps(calls)) if calls else 0
+
+
 def count_input_tokens(messages: list[dict[str, Any]]) -> int:
     """Plausible input tokens: text, plus flat rates for images and video frames."""
     total = 0
     for message in messages:
-        total += 4  # role and separators
+        total += MESSAGE_TOKENS + tool_calls_tokens(message)
         content = message.get("content")
         if isinstance(content, str):
             total += count_text_tokens(content)
             continue
         for part in content or []:
-            if not isinstance(part, dict):
-                continue
-            if "text" in part and isinstance(part["text"], str):
-                total += count_text_tokens(part["text"])
-            elif "image" in part or part.get("type") == "image_url":
-                total += IMAGE_TOKENS
-            elif isinstance(part.get("video"), list):
-                total += FRAME_TOKENS * len(part["video"])
-            elif "video" in part or part.get("type") == "video_url":
-                total += FRAME_TOKENS * URL_VIDEO_FRAMES
+            total += part_tokens(part)
     return total
 
 

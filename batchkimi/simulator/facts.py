@@ -11,6 +11,18 @@ from dataclasses import dataclass
 MULTIMODAL = "multimodal-generation"
 TEXT = "text-generation"
 
+#: FACTS §7: the Japanese seed (2026-06-30) lists six regions for Kimi, the English
+#: one four of them; "treat all six as Kimi regions". Which model is served where
+#: changes often and is not transcribed: the simulator serves every model anywhere.
+REGIONS = (
+    "cn-beijing",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "cn-hongkong",
+    "eu-central-1",
+    "us-east-1",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SimModel:
@@ -23,23 +35,62 @@ class SimModel:
     max_input: int | None = None
     max_input_thinking: int | None = None
     max_output: int | None = None
+    # FACTS §6.5, the seed's feature table: structured output (response_format)
+    structured_output: bool = False
+    # FACTS §1.3 and the seed's default-parameter table. The seeds state a
+    # preserve_thinking default for kimi-k2.7-code only (None: not stated)
+    enable_thinking_default: bool | None = None
+    preserve_thinking_default: bool | None = None
+    temperature: float | None = None
+    temperature_thinking: float | None = None
+    top_p: float | None = None
 
 
 MODELS: dict[str, SimModel] = {
-    "kimi-k2.7-code": SimModel(MULTIMODAL, "always"),
-    "kimi-k2.6": SimModel(MULTIMODAL, "hybrid"),
+    "kimi-k2.7-code": SimModel(
+        MULTIMODAL,
+        "always",
+        enable_thinking_default=True,
+        preserve_thinking_default=True,
+        temperature_thinking=1.0,
+        top_p=0.95,
+    ),
+    "kimi-k2.6": SimModel(
+        MULTIMODAL,
+        "hybrid",
+        enable_thinking_default=False,
+        temperature=0.6,
+        temperature_thinking=1.0,
+        top_p=0.95,
+    ),
     "kimi-k2.5": SimModel(
         MULTIMODAL,
         "hybrid",
         max_input=260_096,
         max_input_thinking=258_048,
         max_output=32_768,
+        enable_thinking_default=False,
+        temperature=0.6,
+        temperature_thinking=1.0,
+        top_p=0.95,
     ),
     "kimi-k2-thinking": SimModel(
-        TEXT, "always", retired=True, max_input=229_376, max_output=16_384
+        TEXT,
+        "always",
+        retired=True,
+        max_input=229_376,
+        max_output=16_384,
+        structured_output=True,
+        temperature_thinking=1.0,
     ),
     "Moonshot-Kimi-K2-Instruct": SimModel(
-        TEXT, "never", retired=True, max_input=131_072, max_output=8_192
+        TEXT,
+        "never",
+        retired=True,
+        max_input=131_072,
+        max_output=8_192,
+        temperature=0.6,
+        top_p=1.0,
     ),
 }
 

@@ -1,9 +1,15 @@
-"""What the simulator reads from a request's messages: the user's text, media URLs."""
+"""What the simulator reads from a request's messages: the user's text, media URLs,
+the form of the user's content, and a schema stated in the system message."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+_FENCED_JSON = re.compile(r"```json[ \t]*\r?\n(.*?)```", re.DOTALL)
+_SCHEMA_KEYS = frozenset({"type", "properties", "enum", "anyOf", "oneOf", "$ref"})
 
 
 def media_urls(messages: list[Any]) -> list[str]:
@@ -72,3 +78,45 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
                 if isinstance(p, dict) and p.get("text")
             )
     return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def prompt_schema(messages: list[Any]) -> dict[str, Any] | None:
+    """The JSON Schema a system message states for the answer, or None.
+
+    The convention of batchkimi's prompt mode: a fenced block opened by ```json whose
+    content is a JSON object with a schema keyword (type, properties, enum, anyOf,
+    oneOf or $ref). The last such block of any system message wins.
+    """
+    found: dict[str, Any] | None = None
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "system":
+            continue
+        for block in _FENCED_JSON.findall(_text_of(message.get("content"))):
+            try:
+                schema = json.loads(block)
+            except ValueError:
+                continue
+            if isinstance(schema, dict) and _SCHEMA_KEYS & schema.keys():
+                found = schema
+    return found
+
+
+def asks_in_plain_text(messages: list[Any]) -> bool:
+    """Whether the last user message's content is a plain string (FACTS §2.1: the
+    seed's kimi-k2.6 example then gets its answer as a string, not a list)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return isinstance(message.get("content"), str)
+    return False

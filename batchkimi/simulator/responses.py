@@ -1,25 +1,49 @@
 """The bytes the simulated service answers with, in each API's exact shape.
 
 Native (FACTS §2): ``output.choices[].message`` with list-of-``{text}`` content on the
-multimodal path and a string on the text path; SSE frames ``id:N`` / ``event:result`` /
-``:HTTP_STATUS/200`` / ``data:{…}`` with ``finish_reason`` the string ``"null"`` until
-the end, cumulative usage, and no ``[DONE]``. Compatible (FACTS §4): OpenAI shapes,
-``data: {…}`` frames, a usage chunk with ``choices: []``, then ``data: [DONE]``.
+multimodal path (a string when the user asked in a plain string, as the seed's
+kimi-k2.6 example shows) and a string on the text path; SSE frames ``id:N`` /
+``event:result`` / ``:HTTP_STATUS/200`` / ``data:{…}`` with ``finish_reason`` the
+string ``"null"`` until the end, cumulative usage, and no ``[DONE]``. Compatible
+(FACTS §4): OpenAI shapes, ``data: {…}`` frames, a usage chunk with ``choices: []``,
+then ``data: [DONE]``. Usage carries the context cache in ``prompt_tokens_details``
+in both APIs (FACTS §2.1, §4.2).
+
+Tool calls (FACTS §6.5), where the documentation leaves the form open:
+
+- compatible, whole: ``content`` is ``""`` beside ``tool_calls``, as Model Studio's
+  function-calling examples show (OpenAI sends null; clients must take both);
+- compatible, streamed: OpenAI's form, a delta with ``index``, ``id``, ``type`` and
+  ``name`` and empty ``arguments``, then deltas of ``arguments`` fragments only;
+- native, streamed: every frame carries ``tool_calls: [{index, id, type, function:
+  {arguments: <fragment>}}]``; the first also has the name and the call's id, later
+  ones an empty id and no name (the dashscope SDK's own merge joins ``name`` and
+  ``arguments`` by concatenation and keeps the non-empty id, so this form survives
+  it); content stays empty and ``finish_reason`` is ``"null"`` until the last frame.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from batchkimi.simulator.answers import fragments
 from batchkimi.simulator.behaviour import count_text_tokens, split_pieces
+from batchkimi.simulator.cache import CacheUsage
 from batchkimi.simulator.facts import ERRORS
 
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON string, as the model wrote it (maybe not valid JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +54,32 @@ class Answer:
     input_tokens: int
     reasoning_tokens: int
     output_tokens: int  # reasoning included, as billed
+    tool_call: ToolCall | None = None
+    plain_text: bool = False  # the user asked in a string: answer content as one
+    cache: CacheUsage = field(default_factory=CacheUsage)
+
+
+def cache_details(cache: CacheUsage) -> dict[str, Any]:
+    """``prompt_tokens_details`` as FACTS §2.1/§4.2 list it, in both APIs."""
+    details: dict[str, Any] = {"cached_tokens": cache.cached_tokens}
+    if cache.creation_tokens:
+        details["cache_creation_input_tokens"] = cache.creation_tokens
+        details["cache_creation"] = {"ephemeral_5m_input_tokens": cache.creation_tokens}
+    if cache.ephemeral:
+        details["cache_type"] = "ephemeral"
+    return details
+
+
+def _tool_call(call: ToolCall, *, index: bool) -> dict[str, Any]:
+    wire: dict[str, Any] = {"index": 0} if index else {}
+    wire.update(
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+    )
+    return wire
 
 
 # --- native ------------------------------------------------------------------------
@@ -42,17 +92,27 @@ def native_usage(
         "input_tokens": answer.input_tokens,
         "output_tokens": output_so_far,
         "total_tokens": answer.input_tokens + output_so_far,
+        "prompt_tokens_details": cache_details(answer.cache),
     }
     if answer.reasoning_tokens:
         usage["output_tokens_details"] = {"reasoning_tokens": reasoning_so_far}
     return usage
 
 
+def _listed(answer: Answer, multimodal: bool) -> bool:
+    return multimodal and not answer.plain_text
+
+
 def native_body(answer: Answer, *, multimodal: bool, request_id: str) -> bytes:
-    content: Any = [{"text": answer.content}] if multimodal else answer.content
+    listed = _listed(answer, multimodal)
+    content: Any = [{"text": answer.content}] if listed else answer.content
+    if answer.tool_call is not None and not answer.content:
+        content = [] if listed else ""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if answer.reasoning:
         message["reasoning_content"] = answer.reasoning
+    if answer.tool_call is not None:
+        message["tool_calls"] = [_tool_call(answer.tool_call, index=True)]
     return dumps(
         {
             "output": {
@@ -83,17 +143,33 @@ def native_chunk(
     request_id: str,
     reasoning: str = "",
     content: str = "",
+    arguments: str | None = None,
+    first_fragment: bool = False,
     finish_reason: str = "null",
     reasoning_so_far: int,
     output_so_far: int,
 ) -> dict[str, Any]:
-    empty: Any = [] if multimodal else ""
+    listed = _listed(answer, multimodal)
+    empty: Any = [] if listed else ""
     wire_content: Any = (
-        ([{"text": content}] if multimodal else content) if content else empty
+        ([{"text": content}] if listed else content) if content else empty
     )
     message: dict[str, Any] = {"content": wire_content, "role": "assistant"}
     if answer.reasoning:
         message["reasoning_content"] = reasoning
+    call = answer.tool_call
+    if call is not None and arguments is not None:
+        function: dict[str, Any] = {"arguments": arguments}
+        if first_fragment:
+            function = {"name": call.name, **function}
+        message["tool_calls"] = [
+            {
+                "index": 0,
+                "id": call.id if first_fragment else "",
+                "type": "function",
+                "function": function,
+            }
+        ]
     return {
         "output": {"choices": [{"message": message, "finish_reason": finish_reason}]},
         "usage": native_usage(answer, reasoning_so_far, output_so_far),
@@ -113,7 +189,7 @@ def compat_usage(answer: Answer) -> dict[str, Any]:
         "prompt_tokens": answer.input_tokens,
         "completion_tokens": answer.output_tokens,
         "total_tokens": answer.input_tokens + answer.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": cache_details(answer.cache),
         "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
     }
 
@@ -122,6 +198,8 @@ def compat_body(answer: Answer, *, model: str, request_id: str) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": answer.content}
     if answer.reasoning:
         message["reasoning_content"] = answer.reasoning
+    if answer.tool_call is not None:
+        message["tool_calls"] = [_tool_call(answer.tool_call, index=False)]
     return dumps(
         {
             "id": f"chatcmpl-{request_id}",
@@ -245,6 +323,14 @@ def native_frames(
             answer.output_tokens,
         )
         add(piece, content=piece)
+    if answer.tool_call is not None:
+        pieces = fragments(answer.tool_call.arguments)
+        for number, piece in enumerate(pieces):
+            output_so_far = min(
+                max(output_so_far, reasoning_so_far) + count_text_tokens(piece),
+                answer.output_tokens,
+            )
+            add(piece, arguments=piece, first_fragment=number == 0)
     output_so_far = answer.output_tokens
     add("", finish_reason=answer.finish_reason)
     return frames
@@ -269,5 +355,15 @@ def compat_chunks(
     chunks.extend(
         (p, chunk({"content": p, "reasoning_content": None})) for p in content
     )
+    call = answer.tool_call
+    if call is not None:
+        head = _tool_call(ToolCall(call.id, call.name, ""), index=True)
+        chunks.append(("", chunk({"content": None, "tool_calls": [head]})))
+        chunks.extend(
+            (p, chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}))
+            for p in fragments(call.arguments)
+        )
+        chunks.append(("", chunk({}, answer.finish_reason)))
+        return chunks
     chunks.append(("", chunk({"content": ""}, answer.finish_reason)))
     return chunks

@@ -4,6 +4,7 @@ with status_code, code and message rather than raising."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Generator, Iterator
 from http import HTTPStatus
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dashscope
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from dashscope import Generation, MultiModalConversation
 from dashscope.common.error import UploadFileException
@@ -217,3 +219,104 @@ def test_a_retired_text_model_is_not_found(sdk: SimulatorServer) -> None:
         result_format="message",
     )
     assert (response.status_code, response.code) == (404, "ModelNotFound")
+
+
+def test_a_plain_string_question_reads_back_as_a_string(sdk: SimulatorServer) -> None:
+    """The seed's own kimi-k2.6 example: a string in, ``content`` a string out."""
+    response = ask(
+        model="kimi-k2.6", messages=[{"role": "user", "content": "Who are you?"}]
+    )
+    assert response.status_code == HTTPStatus.OK
+    content = response.output.choices[0].message.content
+    assert isinstance(content, str) and content
+
+
+# --- tool calls (FACTS §6.5) ----------------------------------------------------------
+
+LABEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["positive", "negative"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["label", "confidence"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "record_label", "parameters": LABEL_SCHEMA},
+    }
+]
+
+
+def test_a_tool_call_is_parsed_by_the_sdk(sdk: SimulatorServer) -> None:
+    response = ask(model="kimi-k2.6", messages=user({"text": PROMPT}), tools=TOOLS)
+    assert response.status_code == HTTPStatus.OK, response.message
+    choice = response.output.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call["id"].startswith("call_") and call["index"] == 0
+    assert call["function"]["name"] == "record_label"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), LABEL_SCHEMA)
+    assert sdk.requests[-1].body["parameters"]["tools"] == TOOLS  # natively nested
+
+
+def test_incremental_tool_call_fragments_join_to_valid_arguments(
+    sdk: SimulatorServer,
+) -> None:
+    responses = ask_streaming(
+        model="kimi-k2.6",
+        messages=user({"text": PROMPT}),
+        tools=TOOLS,
+        enable_thinking=True,
+    )
+    assert all(r.status_code == HTTPStatus.OK for r in responses)
+    name, arguments, ids = "", "", []
+    for r in responses:
+        for call in r.output.choices[0].message.get("tool_calls") or []:
+            ids.append(call["id"])
+            name += call["function"].get("name", "")
+            arguments += call["function"]["arguments"]
+    assert name == "record_label" and ids[0].startswith("call_") and len(ids) >= 3
+    jsonschema.validate(json.loads(arguments), LABEL_SCHEMA)
+    finishes = [r.output.choices[0].finish_reason for r in responses]
+    assert finishes[-1] == "tool_calls" and set(finishes[:-1]) == {"null"}
+
+
+def test_the_sdks_own_merge_rebuilds_the_call_from_our_fragments(
+    sdk: SimulatorServer,
+) -> None:
+    """With incremental_output=False the SDK asks for fragments and joins them
+    itself (FACTS §1.3): the native fragment form must survive its merge."""
+    responses = MultiModalConversation.call(
+        model="kimi-k2.6",
+        messages=user({"text": PROMPT}),
+        tools=TOOLS,
+        stream=True,
+        incremental_output=False,
+    )
+    assert isinstance(responses, Generator)
+    last = list(responses)[-1]
+    assert "incremental_to_full/1" in sdk.requests[-1].headers["user-agent"]
+    call = last.output.choices[0].message.tool_calls[0]
+    assert call["function"]["name"] == "record_label"
+    assert call["id"].startswith("call_")
+    jsonschema.validate(json.loads(call["function"]["arguments"]), LABEL_SCHEMA)
+
+
+def test_a_follow_up_turn_is_accepted_and_an_orphan_tool_message_refused(
+    sdk: SimulatorServer,
+) -> None:
+    first = ask(model="kimi-k2.6", messages=user({"text": PROMPT}), tools=TOOLS)
+    call = first.output.choices[0].message.tool_calls[0]
+    turn = [
+        *user({"text": PROMPT}),
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": [{"text": "done"}]},
+    ]
+    second = ask(model="kimi-k2.6", messages=turn, tools=TOOLS, tool_choice="none")
+    assert second.status_code == HTTPStatus.OK, second.message
+    assert second.output.choices[0].finish_reason == "stop"
+    orphan = ask(model="kimi-k2.6", messages=[turn[0], turn[2]], tools=TOOLS)
+    assert (orphan.status_code, orphan.code) == (400, "InvalidParameter")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+from fractions import Fraction
 from typing import Any
 
+import av
 import httpx
 import pytest
 from PIL import Image
@@ -21,6 +23,28 @@ def png(width: int, height: int) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (9, 9, 9)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def picture(fmt: str, width: int, height: int, **options: Any) -> str:
+    """A data URL of a grey ``fmt`` image, cheap to make even at 8K."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 9).save(buffer, format=fmt, **options)
+    mime = {"JPEG": "jpeg", "TIFF": "tiff"}.get(fmt, fmt.lower())
+    return f"data:image/{mime};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def clip(seconds: float, container: str = "mp4", mime: str = "video/mp4") -> str:
+    """A data URL of a tiny H.264 video ``seconds`` long, made with PyAV."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container) as output:
+        stream = output.add_stream("libx264", rate=Fraction(4))
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(round(seconds * 4)):
+            frame = Image.new("RGB", (32, 32), (i * 20 % 255, 0, 0))
+            output.mux(stream.encode(av.VideoFrame.from_image(frame)))  # type: ignore[no-untyped-call]
+        output.mux(stream.encode(None))
+    return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def send(simulator: SimulatorServer, api: str, part: dict[str, Any]) -> httpx.Response:
@@ -68,6 +92,20 @@ CASES = [
     ({"video": [png(16, 16)] * 4, "fps": 10.5}, "fps"),
     ({"video": [png(16, 16)] * 4, "fps": 0.1}, None),
     ({"video": "data:video/mp4;base64," + "A" * (10 * 2**20)}, "10 MB"),
+    # the seed: below 4K any listed format; above 4K only JPEG, JPG and PNG
+    ({"image": picture("TIFF", 3840, 2160, compression="tiff_deflate")}, None),
+    ({"image": picture("TIFF", 3841, 2160, compression="tiff_deflate")}, "JPEG or PNG"),
+    ({"image": picture("WEBP", 3841, 2160, lossless=True)}, "JPEG or PNG"),
+    ({"image": picture("JPEG", 3841, 2160)}, None),
+    ({"image": picture("GIF", 64, 64)}, "GIF is not supported"),
+    # 8K (7680x4320) is the recommended maximum, not a limit
+    ({"image": picture("PNG", 7700, 4400)}, None),
+    # video data URLs: 2 s to 1 hour, in a listed container
+    ({"video": clip(1.5)}, "between 2 seconds and 1 hour"),
+    ({"video": clip(2.0)}, None),
+    ({"video": clip(3.0, "matroska", "video/x-matroska")}, None),
+    ({"video": clip(3.0, "mpegts", "video/mp2t")}, "mpegts is not supported"),
+    ({"video": "data:video/mp4;base64,AAAA"}, "could not be decoded"),
 ]
 
 

@@ -3,9 +3,11 @@ real service's (FACTS §4, §8.1), and raises on errors exactly where it would."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import openai
 import pytest
 
@@ -167,3 +169,93 @@ def test_thinking_off_for_a_thinking_only_model_is_a_bad_request(
             messages=[{"role": "user", "content": "hi"}],
             extra_body={"enable_thinking": False},
         )
+
+
+# --- tool calls (FACTS §6.5) ----------------------------------------------------------
+
+LABEL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string", "enum": ["positive", "negative"]},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "required": ["label", "confidence"],
+    "additionalProperties": False,
+}
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {"name": "record_label", "parameters": LABEL_SCHEMA},
+    }
+]
+
+
+def test_a_tool_call_is_parsed_by_the_sdk(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="kimi-k2.6",
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "record_label"}},
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "record_label"
+    jsonschema.validate(json.loads(call.function.arguments), LABEL_SCHEMA)
+
+
+def test_streamed_tool_call_deltas_join_to_valid_arguments(
+    client: openai.OpenAI,
+) -> None:
+    stream = client.chat.completions.create(
+        model="kimi-k2.5",
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=TOOLS,
+        stream=True,
+        extra_body={"enable_thinking": True},
+    )
+    ids, names, arguments, finishes = set(), "", "", []
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        finishes.append(chunk.choices[0].finish_reason)
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            assert delta.index == 0
+            ids.add(delta.id)
+            if delta.function is not None:
+                names += delta.function.name or ""
+                arguments += delta.function.arguments or ""
+    assert names == "record_label" and len(ids - {None}) == 1
+    jsonschema.validate(json.loads(arguments), LABEL_SCHEMA)
+    assert finishes[-1] == "tool_calls"
+
+
+def test_a_follow_up_turn_is_accepted_and_an_orphan_tool_message_refused(
+    client: openai.OpenAI,
+) -> None:
+    first = client.chat.completions.create(
+        model="kimi-k2.6", messages=[{"role": "user", "content": PROMPT}], tools=TOOLS
+    )
+    assistant = first.choices[0].message
+    assert assistant.tool_calls is not None
+    turn: Any = [
+        {"role": "user", "content": PROMPT},
+        assistant.model_dump(exclude_none=True),
+        {
+            "role": "tool",
+            "tool_call_id": assistant.tool_calls[0].id,
+            "content": "recorded",
+        },
+    ]
+    second = client.chat.completions.create(
+        model="kimi-k2.6", messages=turn, tools=TOOLS, tool_choice="none"
+    )
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="kimi-k2.6", messages=[turn[0], turn[2]], tools=TOOLS
+        )
+    assert caught.value.code == "invalid_parameter_error"
