@@ -313,8 +313,13 @@ class RowSender:
                 completion, failure = await self._ask(turn, row)
             if completion is None:
                 result = self._result(request, row, None, failure)
-                if row.last_invalid is not None:  # what the repairs had reached
+                if row.last_invalid is not None:  # the repair turn got no answer:
+                    # it is owed again (the next run sends it), not spent
                     self._keep_invalid(result, *row.last_invalid)
+                    result.repairs -= 1
+                    causes = Counter(result.repair_causes)
+                    causes[row.last_invalid[1].cause] -= 1
+                    result.repair_causes = dict(+causes)
                 return result
             status, _, _ = judge(completion)
             if status is RowStatus.ERROR or completion.finish_reason == "length":

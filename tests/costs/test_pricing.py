@@ -82,7 +82,9 @@ def test_a_malformed_price_file_is_a_config_error_naming_the_entry(
 ) -> None:
     prices = tmp_path / "prices.toml"
     prices.write_text('[prices."kimi-k2.6"."cn-beijing"]\ninput = 6.5\n')
-    with pytest.raises(ConfigError, match=r'prices\."kimi-k2\.6"\.cn-beijing\.currency is missing'):
+    with pytest.raises(
+        ConfigError, match=r'prices\."kimi-k2\.6"\.cn-beijing\.currency is missing'
+    ):
         load_prices(prices)
 
 
