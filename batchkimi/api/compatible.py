@@ -158,39 +158,54 @@ class CompatibleFold:
         self.done = False
 
     def feed(self, event: SseEvent) -> Failure | None:
-        if event.data.strip() == "[DONE]":
+        data = event.data
+        if data == "[DONE]" or data.strip() == "[DONE]":
             self.done = True
             return None
-        chunk = load_json(event.data)
+        chunk = load_json(data)
         if not isinstance(chunk, dict):
             return classify_failure(
-                None, "bad_response", f"a stream chunk is not JSON: {event.data[:120]}"
+                None, "bad_response", f"a stream chunk is not JSON: {data[:120]}"
             )
         if self.request_id is None:
             self.request_id = _request_id({}, chunk)
         # FACTS §4.4: errors may come as {"error": {...}} or as a bare {code, message}
-        code, message = error_fields(chunk)
-        if event.event == "error" or code is not None:
+        if event.event == "error" or chunk.get("error") or chunk.get("code"):
+            code, message = error_fields(chunk)
             return classify_failure(
                 event.status,
                 code,
-                message or event.data[:200],
+                message or data[:200],
                 request_id=self.request_id,
             )
         self.model = chunk.get("model") or self.model
         if chunk.get("usage"):
             self.usage = _usage(chunk["usage"])
-        for choice in chunk.get("choices") or []:
+        for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or as_int(choice.get("index")) != 0:
                 continue
             delta = choice.get("delta")
-            delta = delta if isinstance(delta, dict) else {}
-            self.content.append(text_of(delta.get("content")))
-            self.reasoning.append(text_of(delta.get("reasoning_content")))
-            self.tool_calls.feed(delta.get("tool_calls"))
+            if isinstance(delta, dict):
+                self._take(delta)
             if choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
         return None
+
+    def _take(self, delta: dict[str, Any]) -> None:
+        """One delta's pieces (most carry one of the three)."""
+        content = delta.get("content")
+        if content:
+            self.content.append(
+                content if isinstance(content, str) else text_of(content)
+            )
+        reasoning = delta.get("reasoning_content")
+        if reasoning:
+            self.reasoning.append(
+                reasoning if isinstance(reasoning, str) else text_of(reasoning)
+            )
+        calls = delta.get("tool_calls")
+        if calls:
+            self.tool_calls.feed(calls)
 
     def finish(self) -> Completion | Failure:
         if self.finish_reason is None:
