@@ -13,6 +13,7 @@ send keep-alive comments for many minutes (FACTS §2.2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -155,7 +156,14 @@ class ModelStudioClient:
             return await self._fold_events(
                 chunks, decoder, fold, kept, headers, start, ttft
             )
-        except _UnreadableError as exc:  # a paid answer is kept whole
+        except _UnreadableError as exc:  # a paid answer is kept whole: read it all
+            with contextlib.suppress(
+                TimeoutError, httpx.TransportError, aiohttp.ClientError, OSError
+            ):
+                async with asyncio.timeout(self.idle_timeout_s):
+                    async for chunk in chunks:
+                        # one by one: a stall must not lose what already came
+                        kept.append(chunk)  # noqa: PERF401
             return unreadable(b"".join(kept), exc.cause)
 
     async def _fold_events(
