@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import tomllib
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
@@ -89,37 +91,87 @@ def _parse(name: str, raw: Any, origin: str) -> ModelInfo:
         raise ConfigError(msg) from None
 
 
-@cache
+def _parse_file(text: str, origin: str) -> dict[str, ModelInfo]:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{origin} is not valid TOML: {exc}. Fix the file"
+        raise ConfigError(msg) from None
+    models = raw.get("models")
+    if not isinstance(models, dict) or set(raw) - {"models"}:
+        msg = (
+            f'{origin} must hold [models."name"] tables of model facts, as '
+            "batchkimi's own models.toml does (see `batchkimi models --json`)"
+        )
+        raise ConfigError(msg)
+    return {str(name): _parse(str(name), spec, origin) for name, spec in models.items()}
+
+
+class Catalogue:
+    """The models a job may use: the packaged ones, and any a ``--models`` file adds
+    or overrides (a model the service offers before batchkimi knows it)."""
+
+    def __init__(self, models: Mapping[str, ModelInfo], source: Path | None = None):
+        self.models = dict(models)
+        self.source = source  # the user's models file, if any
+
+    @classmethod
+    @cache
+    def packaged(cls) -> Catalogue:
+        text = resources.files("batchkimi").joinpath("data/models.toml")
+        return cls(_parse_file(text.read_text("utf-8"), "models.toml"))
+
+    @classmethod
+    def with_file(cls, path: Path | None) -> Catalogue:
+        """The packaged models, with ``path``'s entries added or taking their place."""
+        packaged = cls.packaged()
+        if path is None:
+            return packaged
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"cannot read the models file {path}: {exc}. Give a TOML file"
+            raise ConfigError(msg) from None
+        return cls({**packaged.models, **_parse_file(text, str(path))}, path)
+
+    def get(self, name: str) -> ModelInfo:
+        """The model's facts, or a ConfigError that lists the models known."""
+        info = self.models.get(name)
+        if info is None:
+            lowered = {k.lower(): k for k in self.models}
+            hint = lowered.get(name.lower())
+            did_you_mean = f' Did you mean "{hint}"?' if hint else ""
+            known = ", ".join(sorted(self.models))
+            msg = (
+                f"unknown model {name!r}: batchkimi knows {known}.{did_you_mean} "
+                "Model names are case-sensitive. A model the service offers that "
+                "batchkimi does not list yet can be described in a file given with "
+                "--models FILE (the shape of `batchkimi models --json`, as TOML)"
+            )
+            raise ConfigError(msg)
+        return info
+
+    def usable(self, name: str) -> ModelInfo:
+        """The model's facts, refusing retired models before anything is sent."""
+        info = self.get(name)
+        if info.is_retired:
+            raise ConfigError(info.retirement_advice())
+        return info
+
+
 def load_catalogue() -> dict[str, ModelInfo]:
-    """All models, by name, from the packaged TOML."""
-    text = resources.files("batchkimi").joinpath("data/models.toml").read_text("utf-8")
-    raw = tomllib.loads(text)["models"]
-    return {name: _parse(name, spec, "models.toml") for name, spec in raw.items()}
+    """All packaged models, by name."""
+    return Catalogue.packaged().models
 
 
 def get_model(name: str) -> ModelInfo:
-    """The model's facts, or a ConfigError that lists the models batchkimi knows."""
-    catalogue = load_catalogue()
-    info = catalogue.get(name)
-    if info is None:
-        lowered = {k.lower(): k for k in catalogue}
-        hint = lowered.get(name.lower())
-        did_you_mean = f' Did you mean "{hint}"?' if hint else ""
-        known = ", ".join(sorted(catalogue))
-        msg = (
-            f"unknown model {name!r}: batchkimi knows {known}.{did_you_mean} "
-            "Model names are case-sensitive."
-        )
-        raise ConfigError(msg)
-    return info
+    """A packaged model's facts (a job's own catalogue is ``Job.catalogue``)."""
+    return Catalogue.packaged().get(name)
 
 
 def check_usable(name: str) -> ModelInfo:
-    """The model's facts, refusing retired models before anything is sent."""
-    info = get_model(name)
-    if info.is_retired:
-        raise ConfigError(info.retirement_advice())
-    return info
+    """A packaged model's facts, refusing retired models."""
+    return Catalogue.packaged().usable(name)
 
 
 def check_output_limits(

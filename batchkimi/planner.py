@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from batchkimi.answers.columns import column_types
-from batchkimi.catalogue import get_model
 from batchkimi.estimate import (
     input_limit,
     input_tokens,
@@ -31,9 +30,11 @@ from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.requests import RowProblem
 from batchkimi.media.limits import FRAMES_MIN
 from batchkimi.media.preflight import (
+    AUDIO_NOTE,
     MediaProblem,
     MediaSettings,
     describe_problems,
+    has_video_file,
     inspect,
     needs_preparing,
 )
@@ -99,6 +100,7 @@ class Plan:
     assumptions: dict[str, Any] = field(default_factory=dict)
     #: a structured job's answer: mode, schema, repairs and the typed columns
     answer: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # things worth knowing, once
     created_at: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def _expected_output(request: RowRequest, job: Job, worst: int) -> int:
     if job.asking.expected_output_tokens is not None:
         guess = job.asking.expected_output_tokens
     else:
-        info = get_model(request.model)
+        info = job.catalogue.get(request.model)
         thinks = (
             request.enable_thinking
             if request.enable_thinking is not None
@@ -219,11 +221,18 @@ def _make_plan(
                 plan.duplicates += 1
                 continue
             seen.add(built.fingerprint)
+            if has_video_file(built) and AUDIO_NOTE not in plan.notes:
+                plan.notes.append(AUDIO_NOTE)
             if needs_preparing(built):  # the checks the sender makes before sending
-                built, _, media_problems = inspect(built, settings)
+                advice: list[MediaProblem] = []
+                built, _, media_problems = inspect(built, settings, advice)
                 if media_problems:
                     _add_problem(plan, _media_problem(built, media_problems, settings))
                     continue
+                if advice:
+                    _add_warning(
+                        plan, built, describe_problems(built, advice, settings)
+                    )
             ready.append(built)
         remote = loop.run(_remote_problems(urls, ready)) if urls else [[]] * len(ready)
         for request, problems in zip(ready, remote, strict=True):
@@ -252,6 +261,14 @@ def _make_plan(
         "region": job.connection.region,
     }
     return plan
+
+
+def _add_warning(plan: Plan, request: RowRequest, message: str) -> None:
+    plan.warning_count += 1
+    if len(plan.warnings) < PROBLEMS_KEPT:
+        plan.warnings.append(
+            {"row": request.index + 1, "id": request.row_id, "message": message}
+        )
 
 
 def _add_problem(plan: Plan, problem: dict[str, Any]) -> None:
@@ -283,7 +300,7 @@ def _answer_plan(job: Job) -> dict[str, Any] | None:
 
 def _count(plan: Plan, request: RowRequest, job: Job) -> None:
     share = plan.models.setdefault(request.model, ModelPlan())
-    info = get_model(request.model)
+    info = job.catalogue.get(request.model)
     worst = worst_output_tokens(request, info)
     estimated = request_input_tokens(request)
     limit, what = input_limit(request, info)
@@ -319,7 +336,7 @@ class _Budget:
         price = self.prices.get((request.model, self.job.connection.region))
         if price is None:
             return False  # the run stops at a request it cannot price
-        info = get_model(request.model)
+        info = self.job.catalogue.get(request.model)
         worst = price.cost_of(worst_case(request, info, _repairs(self.job)))
         if self.spent + worst > self.limit + 1e-12:
             return False

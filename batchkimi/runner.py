@@ -186,6 +186,32 @@ class _RowSource:
         to_send.append(request)
 
 
+class _Advisories:
+    """Warnings about media sent all the same (an image over 8K): the first few in
+    full, then a count, so an archive of camera photos does not flood the log."""
+
+    SHOWN = 3
+
+    def __init__(self, observer: RunObserver) -> None:
+        self.observer = observer
+        self.more = 0
+        self.shown = 0
+
+    def add(self, message: str) -> None:
+        if self.shown < self.SHOWN:
+            self.shown += 1
+            self.observer.on_warning(message)
+        else:
+            self.more += 1
+
+    def close(self) -> None:
+        if self.more:
+            self.observer.on_warning(
+                f"… and {self.more:,} more rows with such media (`batchkimi plan` "
+                "lists them all)"
+            )
+
+
 def _has_local_media(request: RowRequest) -> bool:
     return any(
         getattr(part, "stamp", "")
@@ -290,10 +316,17 @@ async def _run_locked(
     urls = (
         UrlChecker(concurrency=job.pacing.concurrency) if job.media.check_urls else None
     )
-    media = MediaPreparer(prepared.media, uploader, urls)
+    advice = _Advisories(observer)
+    media = MediaPreparer(
+        prepared.media,
+        uploader,
+        urls,
+        on_advice=advice.add,
+        on_note=observer.on_info,
+    )
     sender = RowSender(
         client,
-        protocol_for(job.connection.api),
+        protocol_for(job.connection.api, job.catalogue),
         SendSettings(
             base_url=job.connection.resolved_base_url,
             stream=job.connection.stream,
@@ -301,6 +334,7 @@ async def _run_locked(
             region=job.connection.region,
             prices=prices,
             max_throttle_wait_s=job.pacing.max_throttle_wait_s,
+            catalogue=job.catalogue,
         ),
         clock,
         on_retry=lambda request, exc, attempt: observer.on_retry(
@@ -325,6 +359,7 @@ async def _run_locked(
             prices,
             job.connection.region,
             repairs=answer_spec.max_repairs if answer_spec is not None else 0,
+            catalogue=job.catalogue,
         )
         if (job.stopping.max_cost is not None)
         else None
@@ -370,6 +405,7 @@ async def _run_locked(
             )
         if limit_reached and not stop.stopping:
             stop.reason, stop.detail = "limit", f"--limit {job.reading.limit} reached"
+        advice.close()
         if stop.reason is not None and manifest_error is None:
             observer.on_stop(stop.reason, stop.detail)
         if journal_error is None and manifest_error is None and not stop.hard:

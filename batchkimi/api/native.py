@@ -28,7 +28,7 @@ from batchkimi.api.base import (
 )
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseEvent
-from batchkimi.catalogue import get_model
+from batchkimi.catalogue import Catalogue
 from batchkimi.records import (
     Completion,
     Failure,
@@ -46,8 +46,10 @@ _PATHS = {
 }
 
 
-def path_for(model: str) -> str:
-    return _PATHS[get_model(model).native_path]
+def path_for(model: str, catalogue: Catalogue | None = None) -> str:
+    """FACTS §1.1: the one native path the model answers on."""
+    info = (catalogue or Catalogue.packaged()).get(model)
+    return _PATHS[info.native_path]
 
 
 def _part(part: Part) -> dict[str, Any]:
@@ -99,8 +101,11 @@ def _uses_oss(request: RowRequest) -> bool:
 class NativeProtocol:
     name = "dashscope"
 
+    def __init__(self, catalogue: Catalogue | None = None) -> None:
+        self.catalogue = catalogue or Catalogue.packaged()
+
     def build(self, request: RowRequest, base_url: str, *, stream: bool) -> HttpCall:
-        path = path_for(request.model)
+        path = path_for(request.model, self.catalogue)
         multimodal = "multimodal" in path
         parameters: dict[str, Any] = {"result_format": "message"}
         parameters.update(request.parameters)

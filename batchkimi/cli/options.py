@@ -95,6 +95,12 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "-m", "--model", help="Model, e.g. kimi-k2.6 (see `batchkimi models`)."
     ),
     click.option(
+        "--models",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="TOML file of model facts that adds to or overrides the packaged "
+        "catalogue (a model the service offers before batchkimi lists it).",
+    ),
+    click.option(
         "--prompt", help='Template over manifest columns, e.g. "Label: {review}".'
     ),
     click.option("--system", help="System message for every row."),

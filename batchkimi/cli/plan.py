@@ -91,6 +91,8 @@ def render(plan: Plan, console: Console) -> None:
     )
     if plan.answer is not None:
         _render_answer(plan.answer, console)
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     for problem in plan.problems[:_SHOWN_PROBLEMS]:
         console.print(Text.assemble(("problem ", "red"), safe(problem["message"])))
     hidden = plan.problem_count - min(len(plan.problems), _SHOWN_PROBLEMS)

@@ -11,7 +11,6 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from batchkimi.answers.schema import TOOL_NAME
@@ -19,7 +18,6 @@ from batchkimi.catalogue import (
     ModelInfo,
     check_output_limits,
     check_thinking,
-    check_usable,
 )
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
@@ -101,14 +99,6 @@ class _RowError(Exception):
         self.code, self.column, self.problem, self.fix = code, column, problem, fix
 
 
-@cache
-def _model(name: str) -> ModelInfo | str:
-    try:
-        return check_usable(name)
-    except ConfigError as exc:
-        return str(exc)
-
-
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -118,6 +108,7 @@ class RequestBuilder:
 
     def __init__(self, job: Job, columns: list[str], manifest_path: str) -> None:
         self.job = job
+        self._models: dict[str, ModelInfo | str] = {}
         self.present = set(columns)
         self.path = manifest_path
         self.media = MediaRoot(
@@ -150,6 +141,17 @@ class RequestBuilder:
                 'column in [columns] (prompt = "text")',
             )
 
+    def _model(self, name: str) -> ModelInfo | str:
+        """A row's model, or why it cannot be used (looked up once per name)."""
+        found = self._models.get(name)
+        if found is None:
+            try:
+                found = self.job.catalogue.usable(name)
+            except ConfigError as exc:
+                found = str(exc)
+            self._models[name] = found
+        return found
+
     def _whole_file(self, column: str, problem: str, fix: str) -> None:
         raise ManifestError(problem, path=self.path, column=column, row=1, fix=fix)
 
@@ -174,7 +176,7 @@ class RequestBuilder:
     def _build(self, index: int, row_id: str, row: Mapping[str, Any]) -> RowRequest:
         model_name = self.value(row, "model")
         model_name = self.job.asking.model if _is_blank(model_name) else str(model_name)
-        info = _model(model_name)
+        info = self._model(model_name)
         if isinstance(info, str):
             raise _RowError("invalid_model", self.col("model"), info, "Fix the value")
         thinking = self._thinking(row)

@@ -78,13 +78,20 @@ def check_image(
             f"is {width}x{height} px, above 4K, where only JPEG and PNG are accepted "
             f"(this is {mime})"
         )
-    if pixels > PIXELS_8K:
-        return (
-            f"is {width}x{height} px, above the 8K (7680x4320) maximum the service "
-            "recommends: it may time out"
-        )
     if file_bytes is not None and file_bytes > IMAGE_MAX_BYTES:
         return f"is {_mb(file_bytes)}; an image may be at most {_mb(IMAGE_MAX_BYTES)}"
+    return None
+
+
+def image_advice(width: int, height: int) -> str | None:
+    """What the service advises against for an image it still takes, or None. 8K is
+    the *recommended* maximum (both seed pages): "higher resolutions may cause API
+    call timeouts", so a larger image is sent, with a warning."""
+    if width * height > PIXELS_8K:
+        return (
+            f"is {width}x{height} px, above the 8K (7680x4320) the service "
+            "recommends: it is sent, but may time out. --fix-images shrinks it"
+        )
     return None
 
 

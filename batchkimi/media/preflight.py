@@ -26,6 +26,7 @@ from batchkimi.media.limits import (
     check_encoded,
     check_image,
     data_url_length,
+    image_advice,
 )
 from batchkimi.media.paths import LOCAL_PREFIX, local_path
 from batchkimi.media.probe import ProbeError, image_info, split_data_url, video_info
@@ -110,6 +111,23 @@ def media_urls(part: Part) -> list[str]:
     return []
 
 
+def has_video_file(request: RowRequest) -> bool:
+    """Whether the request sends a video file (whose sound the model never hears:
+    both seed pages say the audio track is ignored), not only frames."""
+    return any(
+        isinstance(part, VideoPart) and part.url is not None
+        for message in request.messages
+        for part in message.parts
+    )
+
+
+#: told once per run (and in `plan`) that sends videos
+AUDIO_NOTE = (
+    "the model sees a video's frames only: its audio track is ignored (Model Studio's "
+    "Kimi page); transcribe speech separately if the captions need it"
+)
+
+
 def remote_media(request: RowRequest) -> list[tuple[str, str]]:
     """(role, URL) of every http(s) image and video file the service would fetch;
     frame lists are left out (thousands of URLs a row)."""
@@ -132,7 +150,9 @@ def needs_preparing(request: RowRequest) -> bool:
     )
 
 
-def image_route(url: str, settings: MediaSettings) -> Route:
+def image_route(
+    url: str, settings: MediaSettings, advice: list[MediaProblem] | None = None
+) -> Route:
     """Check one image; how it will travel. Raises _Refused."""
     if url.startswith("data:"):
         mime, data = _data(url, "image/")
@@ -150,6 +170,11 @@ def image_route(url: str, settings: MediaSettings) -> Route:
     problem = None
     if info.width is not None and info.height is not None:
         problem = check_image(info.width, info.height, mime, size)
+        if problem is None and (hint := image_advice(info.width, info.height)):
+            if settings.fix_images:
+                return Route.SHRINK
+            if advice is not None:
+                advice.append(MediaProblem("image", display_name(url), hint, ""))
     fixable = problem is not None and not _unfixable(problem)
     if problem and not (fixable and settings.fix_images):
         raise _Refused(problem, "Set fix_images = true to shrink it" if fixable else "")
@@ -208,11 +233,14 @@ def video_route(part: VideoPart, settings: MediaSettings) -> tuple[Route, float 
 
 
 def inspect(
-    request: RowRequest, settings: MediaSettings
+    request: RowRequest,
+    settings: MediaSettings,
+    advice: list[MediaProblem] | None = None,
 ) -> tuple[RowRequest, dict[int, Route], list[MediaProblem]]:
     """Check every media part of ``request``. Returns the request with local videos'
     lengths filled in, each media part's route (keyed by ``id`` of the part in the
-    returned request), and the problems (none when it can be sent)."""
+    returned request), and the problems (none when it can be sent). What the
+    service advises against but takes goes to ``advice``."""
     problems: list[MediaProblem] = []
     routes: dict[int, Route] = {}
     messages: list[Message] = []
@@ -221,7 +249,9 @@ def inspect(
         for part in message.parts:
             route = Route.AS_IS
             if isinstance(part, ImagePart):
-                route = _checked(problems, "image", part.url, image_route, settings)
+                route = _checked(
+                    problems, "image", part.url, image_route, settings, advice
+                )
             elif isinstance(part, VideoPart) and part.url is not None:
                 url = part.url
                 try:
@@ -231,7 +261,7 @@ def inspect(
                     problems.append(_problem("video", url, exc))
             elif isinstance(part, VideoPart):
                 for frame in part.frames:
-                    _checked(problems, "frames", frame, image_route, settings)
+                    _checked(problems, "frames", frame, image_route, settings, advice)
                 if any(map(is_local, part.frames)):
                     route = Route.DATA_URL
             parts.append(part)
@@ -244,11 +274,12 @@ def _checked(
     problems: list[MediaProblem],
     role: str,
     url: str,
-    check: Callable[[str, MediaSettings], Route],
+    check: Callable[[str, MediaSettings, list[MediaProblem] | None], Route],
     settings: MediaSettings,
+    advice: list[MediaProblem] | None,
 ) -> Route:
     try:
-        return check(url, settings)
+        return check(url, settings, advice)
     except (_Refused, OSError) as exc:
         problems.append(_problem(role, url, exc))
         return Route.AS_IS

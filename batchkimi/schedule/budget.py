@@ -7,7 +7,7 @@ flight are always counted at their worst.
 
 from __future__ import annotations
 
-from batchkimi.catalogue import get_model
+from batchkimi.catalogue import Catalogue
 from batchkimi.estimate import worst_case
 from batchkimi.pricing import PriceTable
 from batchkimi.records import RowRequest, RowResult
@@ -46,7 +46,12 @@ class CostGate:
     (estimated input, the most output it may be billed for) before it is sent."""
 
     def __init__(
-        self, budget: CostBudget, prices: PriceTable, region: str, repairs: int = 0
+        self,
+        budget: CostBudget,
+        prices: PriceTable,
+        region: str,
+        repairs: int = 0,
+        catalogue: Catalogue | None = None,
     ) -> None:
         """``repairs``: how often a structured answer may be asked again, each time
         paid for; the worst case counts them all."""
@@ -54,6 +59,7 @@ class CostGate:
         self.prices = prices
         self.region = region
         self.repairs = repairs
+        self.catalogue = catalogue or Catalogue.packaged()
         self._reserved: dict[int, float] = {}  # request index -> its reservation
 
     def admit(self, request: RowRequest) -> str | None:
@@ -64,7 +70,7 @@ class CostGate:
                 "--max-cost cannot be kept. Give one with --prices FILE"
             )
         worst = price.cost_of(
-            worst_case(request, get_model(request.model), self.repairs)
+            worst_case(request, self.catalogue.get(request.model), self.repairs)
         )
         if not self.budget.try_reserve(worst):
             b = self.budget

@@ -13,15 +13,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+from collections.abc import Callable
 
 from batchkimi.media.encode import data_url, file_data_url, shrink_image
 from batchkimi.media.frames import extract_frames
 from batchkimi.media.limits import FPS_MAX, FPS_MIN, IMAGE_TYPES, VIDEO_TYPES
 from batchkimi.media.paths import local_path
 from batchkimi.media.preflight import (
+    AUDIO_NOTE,
+    MediaProblem,
     MediaSettings,
     Route,
     describe_problems,
+    has_video_file,
     inspect,
     is_local,
     needs_preparing,
@@ -42,12 +46,22 @@ class MediaPreparer:
         settings: MediaSettings,
         uploader: TemporaryUploader | None,
         urls: UrlChecker | None = None,
+        on_advice: Callable[[str], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_advice`` hears of media the service takes but advises against (an
+        image over 8K), one sentence each; ``on_note``, once, that videos are
+        seen without their sound."""
         self.settings = settings
         self.uploader = uploader
         self.urls = urls  # --check-urls: media URLs are looked at first
+        self.on_advice = on_advice
+        self.on_note = on_note
 
     async def prepare(self, request: RowRequest) -> RowRequest | Failure:
+        if self.on_note is not None and has_video_file(request):
+            self.on_note(f"note: {AUDIO_NOTE}")
+            self.on_note = None  # once a run
         if self.urls is not None and remote_media(request):
             problems = await self.urls.problems(request)
             if problems:
@@ -55,9 +69,12 @@ class MediaPreparer:
                 return Failure("row", "invalid_media", described, None)
         if not needs_preparing(request):
             return request
+        advice: list[MediaProblem] = []
         checked, routes, problems = await asyncio.to_thread(
-            inspect, request, self.settings
+            inspect, request, self.settings, advice
         )
+        if advice and self.on_advice is not None:
+            self.on_advice(describe_problems(request, advice, self.settings))
         if problems:
             described = describe_problems(request, problems, self.settings)
             return Failure("row", "invalid_media", described, None)

@@ -19,7 +19,7 @@ from typing import TypeVar
 from batchkimi.answers.check import AnswerChecker, Invalid, Valid
 from batchkimi.answers.repair import repair_request
 from batchkimi.api.base import UNPROCESSED, HttpCall, WireProtocol, read_raw_answer
-from batchkimi.catalogue import get_model
+from batchkimi.catalogue import Catalogue
 from batchkimi.client import Exchange, ModelStudioClient
 from batchkimi.clock import Clock
 from batchkimi.errors import FatalApiError, TransientError
@@ -48,6 +48,7 @@ class SendSettings:
     prices: PriceTable
     #: stop the run when throttles have gone on this long with no answer between
     max_throttle_wait_s: float = 600.0
+    catalogue: Catalogue = field(default_factory=Catalogue.packaged)
 
 
 class ThrottleStop(Exception):
@@ -92,7 +93,7 @@ class RowSender:
 
     def _tokens_to_reserve(self, request: RowRequest) -> float:
         """Estimated input plus the output this model has been giving lately."""
-        worst = worst_output_tokens(request, get_model(request.model))
+        worst = worst_output_tokens(request, self.settings.catalogue.get(request.model))
         expected = self._output_tokens.get(request.model, min(worst, 512))
         return request_input_tokens(request) + min(expected, worst)
 

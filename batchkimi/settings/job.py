@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from batchkimi.catalogue import check_output_limits, check_thinking, check_usable
+from batchkimi.catalogue import Catalogue, check_output_limits, check_thinking
 from batchkimi.errors import ConfigError
 from batchkimi.settings.sections import (
     SECTION_OF,
@@ -112,7 +113,7 @@ class Job(BaseModel):
     @model_validator(mode="after")
     def _check_across_sections(self) -> Job:
         """The checks that need more than one section, with the fix in each."""
-        info = check_usable(self.asking.model)
+        info = self.catalogue.usable(self.asking.model)
         problem = check_thinking(info, self.asking.thinking)
         if problem:
             raise ConfigError(problem)
@@ -136,11 +137,18 @@ class Job(BaseModel):
 
     # --- what readers ask of the whole job ----------------------------------------
 
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """The models this job may use: packaged, plus its ``--models`` file."""
+        return Catalogue.with_file(self.asking.models)
+
     def input_files(self) -> dict[str, Path]:
         """The files this job reads, by what they are."""
         files = {"input": self.reading.input}
         if self.writing.prices is not None:
             files["prices"] = self.writing.prices
+        if self.asking.models is not None:
+            files["models"] = self.asking.models
         return files
 
     @property
@@ -168,7 +176,7 @@ class Job(BaseModel):
 
     def limits_of(self, model: str) -> tuple[int | None, int | None]:
         """(RPM, TPM) to keep ``model`` under: the job's, else the catalogue's."""
-        info = check_usable(model)
+        info = self.catalogue.usable(model)
         rpm, tpm = self.pacing.rpm, self.pacing.tpm
         return (
             info.rpm if rpm is None else (rpm or None),

@@ -142,6 +142,8 @@ class Asking(Section):
     model_config = ConfigDict(populate_by_name=True)
 
     model: str = "kimi-k2.6"
+    #: a TOML file of model facts that adds to (or overrides) the packaged catalogue
+    models: AnyPath | None = None
     prompt: str | None = None  # a template over the manifest's columns
     system: str | None = None
     thinking: bool | None = None  # None: the model's own default, not sent

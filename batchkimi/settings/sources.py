@@ -25,7 +25,7 @@ from batchkimi.settings.job import ALIASES, Job, unknown_key
 from batchkimi.settings.sections import SECTION_OF
 
 #: keys whose values are paths, resolved against their origin's folder
-PATH_KEYS = frozenset({"input", "output", "prices", "media_root"})
+PATH_KEYS = frozenset({"input", "output", "prices", "media_root", "models"})
 #: tables merged key by key across sources (a file's [parameters] plus --param)
 TABLE_KEYS = frozenset({"columns", "parameters"})
 _SHOWN = 80  # characters of a refused value shown in a message

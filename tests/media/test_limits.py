@@ -65,9 +65,12 @@ def test_above_4k_only_jpeg_and_png_unless_fixed(tmp_path: Path) -> None:
     assert image_route(below, COMPAT) is Route.DATA_URL
 
 
-def test_8k_is_the_recommended_maximum() -> None:
-    assert limits.check_image(7680, 4320, "image/png", None) is None
-    assert "8K" in (limits.check_image(7681, 4320, "image/png", None) or "")
+def test_8k_is_the_recommended_maximum_not_a_limit() -> None:
+    """Both seed pages: 8K is recommended, "higher resolutions may cause API call
+    timeouts" (issue 16): a larger image is sent, with advice, never refused."""
+    assert limits.check_image(7681, 4320, "image/jpeg", None) is None
+    assert limits.image_advice(7680, 4320) is None
+    assert "8K" in (limits.image_advice(7681, 4320) or "")
 
 
 def test_an_image_file_may_be_at_most_10_mb() -> None:

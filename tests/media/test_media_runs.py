@@ -374,11 +374,11 @@ def test_a_fault_no_rule_foresaw_fails_its_row_alone(
     make_image(tmp_path / "in" / "b.png", 64, 64)
     real = preflight.inspect
 
-    def breaks_on_b(request: Any, settings: Any) -> Any:
+    def breaks_on_b(request: Any, *args: Any) -> Any:
         if request.row_id == "b":
             msg = "an unforeseen fault"
             raise RuntimeError(msg)
-        return real(request, settings)
+        return real(request, *args)
 
     monkeypatch.setattr(media, "inspect", breaks_on_b)
     rows = [{"id": "a", "image": "a.png"}, {"id": "b", "image": "b.png"}]
