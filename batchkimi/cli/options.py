@@ -303,6 +303,17 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         help="The answer is a set of these labels (a list column `labels`).",
     ),
     click.option(
+        "--tools",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="JSON file of functions the model may call (the OpenAI shape), or "
+        '{"tools": [...], "tool_choice": …}; calls land in the tool_calls column.',
+    ),
+    click.option(
+        "--tool-choice",
+        metavar="auto|none|NAME",
+        help="Which tool the model calls: auto, none, or one function's name.",
+    ),
+    click.option(
         "--structured",
         type=click.Choice(["tool", "prompt"]),
         help="Ask for the answer through a function call (tool) or with the schema "

@@ -61,6 +61,20 @@ def _part_record(part: TextPart | ImagePart | VideoPart) -> dict[str, Any]:
     return record
 
 
+def _message_record(message: Message) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "role": message.role,
+        "parts": [_part_record(p) for p in message.parts],
+        "reasoning_content": message.reasoning_content,
+    }
+    # only where present: a plain history keeps the fingerprint it always had
+    if message.tool_calls:
+        record["tool_calls"] = [[c.id, c.name, c.arguments] for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        record["tool_call_id"] = message.tool_call_id
+    return record
+
+
 def fingerprint_request(
     *,
     model: str,
@@ -68,6 +82,7 @@ def fingerprint_request(
     parameters: tuple[tuple[str, Any], ...],
     enable_thinking: bool | None,
     answer: str | None = None,
+    tools: str | None = None,
 ) -> str:
     """The content hash of a request: equal requests, equal fingerprints.
 
@@ -77,19 +92,14 @@ def fingerprint_request(
     """
     body = {
         "model": model,
-        "messages": [
-            {
-                "role": m.role,
-                "parts": [_part_record(p) for p in m.parts],
-                "reasoning_content": m.reasoning_content,
-            }
-            for m in messages
-        ],
+        "messages": [_message_record(m) for m in messages],
         "parameters": dict(parameters),
         "enable_thinking": enable_thinking,
     }
     if answer is not None:
         body["answer"] = answer
+    if tools is not None:
+        body["tools"] = tools
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

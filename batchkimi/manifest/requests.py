@@ -21,6 +21,8 @@ from batchkimi.catalogue import (
 )
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
+from batchkimi.manifest.messages import RowError as _RowError
+from batchkimi.manifest.messages import parse_messages
 from batchkimi.manifest.reader import column_list
 from batchkimi.manifest.template import Template, parse_template
 from batchkimi.media.limits import (
@@ -93,12 +95,6 @@ class RowProblem:
         return f"{where}: {self.problem}. {self.fix}"
 
 
-class _RowError(Exception):
-    def __init__(self, code: str, column: str | None, problem: str, fix: str) -> None:
-        super().__init__(problem)
-        self.code, self.column, self.problem, self.fix = code, column, problem, fix
-
-
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -109,6 +105,14 @@ class RequestBuilder:
     def __init__(self, job: Job, columns: list[str], manifest_path: str) -> None:
         self.job = job
         self._models: dict[str, ModelInfo | str] = {}
+        asking = job.asking
+        # the job's own tools are part of every request (a structured job's tool
+        # is covered by its answer's part of the fingerprint)
+        self._tools_key = (
+            json.dumps([asking.tools, asking.tool_choice], sort_keys=True)
+            if asking.tools
+            else None
+        )
         self.present = set(columns)
         self.path = manifest_path
         self.media = MediaRoot(
@@ -214,8 +218,8 @@ class RequestBuilder:
                 f"Lower {name}, or choose a model that gives more",
             )
         answer = self.job.asking.answer
-        tools: tuple[Tool, ...] = ()
-        tool_choice: str | None = None
+        tools: tuple[Tool, ...] = self.job.asking.tool_records
+        tool_choice: str | None = self.job.asking.tool_choice
         if answer is not None and answer.mode == "tool":
             tools = (answer.tool,)
             # the call is forced where the service accepts it: a thinking request
@@ -238,6 +242,7 @@ class RequestBuilder:
                 parameters=parameters,
                 enable_thinking=thinking,
                 answer=None if answer is None else answer.fingerprint_part,
+                tools=self._tools_key,
             ),
             tools=tools,
             tool_choice=tool_choice,
@@ -289,7 +294,7 @@ class RequestBuilder:
             column = self.col("messages")
             return tuple(
                 self._confined(message, column)
-                for message in _parse_messages(raw, column)
+                for message in parse_messages(raw, column)
             )
         if self.template is not None:
             for name in self.template.fields:
@@ -492,110 +497,3 @@ def _as_list(raw: Any) -> list[str]:
         if isinstance(values, list):
             return [str(v) for v in values]
     return [text]
-
-
-def _parse_messages(raw: Any, column: str) -> tuple[Message, ...]:
-    """Accept a JSON chat history in OpenAI or DashScope form."""
-    data = raw
-    if isinstance(raw, str):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise _RowError(
-                "invalid_messages",
-                column,
-                f"is not valid JSON ({exc.msg} at character {exc.pos})",
-                'Give a JSON list like [{"role": "user", "content": "…"}]',
-            ) from exc
-    if not isinstance(data, list) or not data:
-        raise _RowError(
-            "invalid_messages",
-            column,
-            "must be a non-empty JSON list of messages",
-            'Give a JSON list like [{"role": "user", "content": "…"}]',
-        )
-    messages: list[Message] = []
-    for position, item in enumerate(data, start=1):
-        if not isinstance(item, dict) or item.get("role") not in (
-            "system",
-            "user",
-            "assistant",
-        ):
-            raise _RowError(
-                "invalid_messages",
-                column,
-                f"message {position} needs a role of system, user or assistant",
-                "Fix the chat history",
-            )
-        parts = _parse_content(item.get("content"), column, position)
-        reasoning = item.get("reasoning_content")
-        messages.append(
-            Message(
-                item["role"], parts, reasoning if isinstance(reasoning, str) else None
-            )
-        )
-    return tuple(messages)
-
-
-def _parse_content(content: Any, column: str, position: int) -> tuple[Part, ...]:
-    if isinstance(content, str):
-        return (TextPart(content),)
-    if not isinstance(content, list):
-        raise _RowError(
-            "invalid_messages",
-            column,
-            f"message {position} has no content (a string or a list of parts)",
-            "Fix the chat history",
-        )
-    parts: list[Part] = []
-    for part in content:
-        parsed = _parse_part(part, column, position) if isinstance(part, dict) else None
-        if parsed is None:
-            raise _RowError(
-                "invalid_messages",
-                column,
-                f"message {position} has a content part batchkimi does not know: "
-                f"{json.dumps(part)[:80]}",
-                "Use text, image / image_url or video / video_url parts",
-            )
-        parts.append(parsed)
-    return tuple(parts)
-
-
-def _sampling(part: dict[str, Any], column: str, position: int) -> tuple[Any, Any]:
-    """A video part's fps and max_frames, refused unless they are numbers."""
-    fps, most = part.get("fps"), part.get("max_frames")
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, int | float)):
-        raise _RowError(
-            "invalid_media",
-            column,
-            f"message {position}: fps = {fps!r} is not a number",
-            "Give fps as a number from 0.1 to 10",
-        )
-    if most is not None and (isinstance(most, bool) or not isinstance(most, int)):
-        raise _RowError(
-            "invalid_media",
-            column,
-            f"message {position}: max_frames = {most!r} is not a whole number",
-            "Give max_frames as a whole number up to 2,000",
-        )
-    return fps, most
-
-
-def _parse_part(part: dict[str, Any], column: str, position: int) -> Part | None:
-    kind = part.get("type")
-    if "text" in part and kind in (None, "text"):
-        return TextPart(str(part["text"]))
-    fps, most = _sampling(part, column, position)
-    if kind == "image_url" and isinstance(part.get("image_url"), dict):
-        return ImagePart(str(part["image_url"].get("url", "")))
-    if kind in (None, "image") and isinstance(part.get("image"), str):
-        return ImagePart(part["image"])
-    if kind == "video_url" and isinstance(part.get("video_url"), dict):
-        return VideoPart(url=str(part["video_url"].get("url", "")), fps=fps)
-    video = part.get("video")
-    if kind in (None, "video") and isinstance(video, str):
-        return VideoPart(url=video, fps=fps, max_frames=most)
-    if kind in (None, "video") and isinstance(video, list):
-        return VideoPart(frames=tuple(map(str, video)), fps=fps, max_frames=most)
-    return None

@@ -123,6 +123,7 @@ class Job(BaseModel):
             raise ConfigError(msg)
         _check_transport(self.connection)
         _ = self.asking.answer  # one declared answer, usable as a schema
+        _check_tool_choice(self.asking)
         output = self.writing.output
         if output is not None:
             for name, path in self.input_files().items():
@@ -199,6 +200,31 @@ class Job(BaseModel):
         kept = {k: v for k, v in flat.items() if k not in OPERATIONAL}
         kept["rerun_set"] = sorted(self.writing.rerun_set)
         return kept
+
+
+def _check_tool_choice(asking: Asking) -> None:
+    names = [tool.name for tool in asking.tool_records]
+    if names and asking.answer is not None:
+        msg = (
+            "tools and a declared answer (schema, labels or multi_labels) are both "
+            "given: a structured job's one tool is its answer. Remove one of them"
+        )
+        raise ConfigError(msg)
+    if len(set(names)) < len(names):
+        msg = f"tools name a function twice ({', '.join(names)}): give each once"
+        raise ConfigError(msg)
+    choice = asking.tool_choice
+    if choice is None:
+        return
+    if not names:
+        msg = "tool_choice is set but no tools are given: add --tools FILE"
+        raise ConfigError(msg)
+    if choice not in ("auto", "none", *names):
+        msg = (
+            f"tool_choice = {choice!r}: use auto, none, or the name of one of the "
+            f"tools ({', '.join(names)})"
+        )
+        raise ConfigError(msg)
 
 
 def is_glob(path: Path) -> bool:

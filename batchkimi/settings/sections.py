@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from batchkimi.answers.schema import AnswerSpec, answer_spec, check_schema
+from batchkimi.records import Tool
 from batchkimi.regions import api_base, base_url_for, resolve_region
 from batchkimi.settings.parameters import Parameters
 
@@ -154,6 +155,10 @@ class Asking(Section):
     labels: Names | None = None
     multi_labels: Names | None = None
     structured: Literal["tool", "prompt"] | None = None
+    #: functions the model may call (the OpenAI shape both APIs use, FACTS §6.5),
+    #: and which: "auto", "none", or one function's name to force it
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | None = None
     label_case: Literal["exact", "insensitive"] | None = None
     max_repairs: Annotated[int | None, Field(ge=0, le=10)] = None
     #: what `plan` assumes a request answers when it sets no max_tokens (thinking
@@ -167,6 +172,28 @@ class Asking(Section):
             check_schema(value, "schema")
         return value
 
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(
+        cls, value: list[dict[str, Any]] | None
+    ) -> list[dict[str, Any]] | None:
+        for position, tool in enumerate(value or [], start=1):
+            _check_tool(tool, position)
+        return value
+
+    @property
+    def tool_records(self) -> tuple[Tool, ...]:
+        """The job's own functions (a structured job's one tool is its answer)."""
+        return tuple(
+            Tool(
+                name=tool["function"]["name"],
+                description=str(tool["function"].get("description") or ""),
+                parameters=tool["function"].get("parameters")
+                or {"type": "object", "properties": {}},
+            )
+            for tool in self.tools or []
+        )
+
     @cached_property
     def answer(self) -> AnswerSpec | None:
         """The structured answer the job asks for, or None for free text."""
@@ -178,6 +205,26 @@ class Asking(Section):
             label_case=self.label_case,
             max_repairs=self.max_repairs,
         )
+
+
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_tool(tool: Any, position: int) -> None:
+    """A function tool as FACTS §6.5 shows it, or a ValueError saying what is off."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict) or tool.get("type", "function") != "function":
+        msg = (
+            f"tool {position} is not "
+            '{"type": "function", "function": {"name", "description", "parameters"}}'
+        )
+        raise ValueError(msg)
+    name = function.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        msg = f"tool {position} needs a name of letters, digits, _ or - (at most 64)"
+        raise ValueError(msg)
+    if "parameters" in function:
+        check_schema(function["parameters"], f"tool {name!r}: parameters")
 
 
 class Media(Section):

@@ -83,6 +83,11 @@ def load_job(sources: Iterable[Source]) -> Job:
             if raw_value is None:
                 continue
             value = _resolved(key, raw_value, source)
+            if key == "tools" and isinstance(value, dict) and "tools" in value:
+                if value.get("tool_choice") is not None:  # the file's own choice,
+                    merged.setdefault("tool_choice", value["tool_choice"])  # if unset
+                    origin.setdefault("tool_choice", source)
+                value = value["tools"]
             if key in TABLE_KEYS and isinstance(value, Mapping):
                 previous = merged.get(key)
                 base = dict(previous) if isinstance(previous, Mapping) else {}
@@ -104,25 +109,28 @@ def _resolved(key: str, value: Any, source: Source) -> Any:
         if not path.is_absolute():
             path = source.base_dir / path
         return Path(os.path.normpath(path))
-    if key == "schema" and isinstance(value, str | Path):
-        return _schema_file(Path(value).expanduser(), source)
+    if key in ("schema", "tools") and isinstance(value, str | Path):
+        found = _json_file(Path(value).expanduser(), source, key)
+        if key == "tools" and isinstance(found, dict) and "tools" in found:
+            return found  # {"tools": [...], "tool_choice": …}: split by load_job
+        return found
     return value
 
 
-def _schema_file(path: Path, source: Source) -> Any:
-    """The JSON Schema a ``schema = "file.json"`` names, read now."""
+def _json_file(path: Path, source: Source, what: str) -> Any:
+    """The JSON a ``schema`` or ``tools`` file holds, read now."""
     path = path if path.is_absolute() else source.base_dir / path
     try:
         return json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        msg = f"{source.origin}: schema file {path} does not exist: check the path"
+        msg = f"{source.origin}: {what} file {path} does not exist: check the path"
         raise ConfigError(msg) from None
     except (OSError, UnicodeDecodeError) as exc:
-        msg = f"{source.origin}: cannot read schema file {path}: {exc}"
+        msg = f"{source.origin}: cannot read {what} file {path}: {exc}"
         raise ConfigError(msg) from None
     except json.JSONDecodeError as exc:
         msg = (
-            f"schema file {path} is not JSON: {exc.msg} at line {exc.lineno}, "
+            f"{what} file {path} is not JSON: {exc.msg} at line {exc.lineno}, "
             f"column {exc.colno}. Fix the file"
         )
         raise ConfigError(msg) from None
