@@ -16,6 +16,7 @@ from batchkimi.records import (
     Message,
     RowRequest,
     TextPart,
+    Tool,
     Usage,
     VideoPart,
 )
@@ -72,17 +73,36 @@ def input_tokens(
     return total
 
 
+#: FACTS §6.3: an explicit cache block needs at least this many tokens
+EXPLICIT_CACHE_MIN_TOKENS = 1_024
+
+
+def tool_tokens(tools: tuple[Tool, ...]) -> int:
+    """Input tokens of tool definitions (a structured job's schema is one)."""
+    return sum(
+        text_tokens(tool.name + tool.description)
+        + text_tokens(jsoncodec.dumps(tool.parameters).decode())
+        for tool in tools
+    )
+
+
 def request_input_tokens(request: RowRequest) -> int:
     """Input tokens of a whole request: its messages and its tool definitions (a
     structured job's schema travels in every request)."""
-    total = input_tokens(request.messages)
-    for tool in request.tools:
-        total += text_tokens(tool.name + tool.description)
-        total += text_tokens(jsoncodec.dumps(tool.parameters).decode())
+    total = input_tokens(request.messages) + tool_tokens(request.tools)
     for message in request.messages:
         for call in message.tool_calls:
             total += text_tokens(call.name + call.arguments)
     return total
+
+
+def cached_prefix_tokens(request: RowRequest) -> int:
+    """Input tokens up to and including the turn marked for the explicit cache (the
+    tool definitions come first), or 0 when nothing is marked."""
+    for end, message in enumerate(request.messages, start=1):
+        if any(isinstance(p, TextPart) and p.cache for p in message.parts):
+            return input_tokens(request.messages[:end]) + tool_tokens(request.tools)
+    return 0
 
 
 def worst_output_tokens(request: RowRequest, info: ModelInfo) -> int:

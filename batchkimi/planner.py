@@ -20,6 +20,7 @@ from typing import Any
 
 from batchkimi.answers.columns import column_types
 from batchkimi.estimate import (
+    cached_prefix_tokens,
     input_limit,
     input_tokens,
     request_input_tokens,
@@ -38,7 +39,7 @@ from batchkimi.media.preflight import (
     inspect,
     needs_preparing,
 )
-from batchkimi.prepare import PreparedJob
+from batchkimi.prepare import PreparedJob, uncached_note
 from batchkimi.pricing import PriceTable, unknown_notes
 from batchkimi.records import RowRequest, Usage
 from batchkimi.schedule.ratelimit import HEADROOM
@@ -66,6 +67,10 @@ class ModelPlan:
     #: answer was invalid and repaired as often as allowed
     worst_input_tokens: int = 0
     worst_output_tokens: int = 0
+    #: ``--cache explicit``: input expected to hit a cache, and to create one
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cost_without_cache: float | None = None
     cost: float | None = None
     worst_cost: float | None = None
     currency: str | None = None
@@ -152,7 +157,17 @@ def _price(plan: ModelPlan, model: str, job: Job, prices: PriceTable) -> None:
         )
         return
     plan.currency = price.currency
-    plan.cost = round(price.cost_of(Usage(plan.input_tokens, plan.output_tokens)), 6)
+    expected = Usage(
+        plan.input_tokens,
+        plan.output_tokens,
+        cached_tokens=plan.cached_tokens,
+        cache_creation_tokens=plan.cache_creation_tokens,
+        explicit_cache=True,
+    )
+    plan.cost = round(price.cost_of(expected), 6)
+    if plan.cached_tokens or plan.cache_creation_tokens:
+        without = Usage(plan.input_tokens, plan.output_tokens)
+        plan.cost_without_cache = round(price.cost_of(without), 6)
     worst = Usage(plan.worst_input_tokens, plan.worst_output_tokens)
     plan.worst_cost = round(price.cost_of(worst), 6)
 
@@ -202,6 +217,7 @@ def _make_plan(
     plan.output = str(output) if output is not None else None
     budget = _Budget(job, prepared.prices)
     seen: set[str] = set()
+    prefixes: set[str] = set()  # explicitly cached prefixes, first seen
     index = 0
     for batch in prepared.manifest.iter_batches(job.reading.batch_rows):
         ready: list[RowRequest] = []  # rows that pass every check made here
@@ -243,9 +259,11 @@ def _make_plan(
             elif not budget.admits(request):
                 plan.beyond_budget += 1  # the run stops before --max-cost
             else:
-                _count(plan, request, job)
+                _count(plan, request, job, prefixes)
     plan.problems.sort(key=lambda problem: int(problem["row"]))
     plan.rows = index
+    if builder.uncached:
+        plan.notes.append(uncached_note(builder.uncached))
     for model, share in plan.models.items():
         share.rpm, share.tpm = job.limits_of(model)
         share.seconds_at_limits = _duration(share)
@@ -298,7 +316,9 @@ def _answer_plan(job: Job) -> dict[str, Any] | None:
     }
 
 
-def _count(plan: Plan, request: RowRequest, job: Job) -> None:
+def _count(
+    plan: Plan, request: RowRequest, job: Job, prefixes: set[str] | None = None
+) -> None:
     share = plan.models.setdefault(request.model, ModelPlan())
     info = job.catalogue.get(request.model)
     worst = worst_output_tokens(request, info)
@@ -309,6 +329,13 @@ def _count(plan: Plan, request: RowRequest, job: Job) -> None:
     share.requests += 1
     share.input_tokens += estimated
     share.output_tokens += _expected_output(request, job, worst)
+    if request.cache_key is not None and prefixes is not None:
+        prefix = cached_prefix_tokens(request)
+        if request.cache_key in prefixes:
+            share.cached_tokens += prefix  # a hit, at a tenth of the price
+        else:
+            prefixes.add(request.cache_key)
+            share.cache_creation_tokens += prefix  # the first: creates it
     most = worst_case(request, info, _repairs(job))
     share.worst_input_tokens += most.input_tokens
     share.worst_output_tokens += most.output_tokens

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from batchkimi.api.failures import known_codes, looks_like_service_code
 from batchkimi.errors import ConfigError, ManifestError
+from batchkimi.estimate import EXPLICIT_CACHE_MIN_TOKENS
 from batchkimi.manifest.reader import (
     Manifest,
     check_rows,
@@ -57,6 +58,15 @@ class PreparedJob:
                     fix="Check the file (an export that failed?) or the --input path",
                 )
         return self.rows
+
+
+def uncached_note(rows: int) -> str:
+    """What ``plan`` and ``run`` say of rows sent without a cache marker."""
+    return (
+        f"--cache explicit: {rows:,} rows have no shared prefix (a system message or "
+        f"earlier turns) of {EXPLICIT_CACHE_MIN_TOKENS:,} tokens or more, the least "
+        "a cache block takes: they are sent without a cache marker"
+    )
 
 
 def prepare_job(job: Job) -> PreparedJob:

@@ -26,6 +26,8 @@ class RowStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TextPart:
     text: str
+    #: the end of a prefix the service should cache (``--cache explicit``)
+    cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,9 @@ class RowRequest:
     tools: tuple[Tool, ...] = ()
     #: None: not sent; "auto" or "none"; any other value forces that function
     tool_choice: str | None = None
+    #: the cached prefix this request ends with a marker, when it has one: the
+    #: first request of each goes alone (the cache exists once it has answered)
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

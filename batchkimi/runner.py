@@ -31,7 +31,7 @@ from batchkimi.errors import ConfigError, FatalApiError, ManifestError
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import Manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
-from batchkimi.prepare import PreparedJob
+from batchkimi.prepare import PreparedJob, uncached_note
 from batchkimi.records import RowRequest, RowResult, RowStatus
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
@@ -406,6 +406,8 @@ async def _run_locked(
         if limit_reached and not stop.stopping:
             stop.reason, stop.detail = "limit", f"--limit {job.reading.limit} reached"
         advice.close()
+        if prepared.builder.uncached:
+            observer.on_warning(uncached_note(prepared.builder.uncached))
         if stop.reason is not None and manifest_error is None:
             observer.on_stop(stop.reason, stop.detail)
         if journal_error is None and manifest_error is None and not stop.hard:

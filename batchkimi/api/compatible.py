@@ -43,8 +43,13 @@ from batchkimi.records import (
 PATH = "/chat/completions"
 
 
+_EPHEMERAL = {"type": "ephemeral"}  # FACTS §6.3: the explicit cache's marker
+
+
 def _part(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
+        if part.cache:
+            return {"type": "text", "text": part.text, "cache_control": _EPHEMERAL}
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
         return {"type": "image_url", "image_url": {"url": part.url}}
@@ -59,7 +64,7 @@ def _part(part: Part) -> dict[str, Any]:
 
 
 def _message(message: Message) -> dict[str, Any]:
-    texts_only = all(isinstance(p, TextPart) for p in message.parts)
+    texts_only = all(isinstance(p, TextPart) and not p.cache for p in message.parts)
     wire: dict[str, Any] = {"role": message.role}
     if texts_only and (message.role != "user" or len(message.parts) == 1):
         wire["content"] = "".join(

@@ -52,8 +52,13 @@ def path_for(model: str, catalogue: Catalogue | None = None) -> str:
     return _PATHS[info.native_path]
 
 
+_EPHEMERAL = {"type": "ephemeral"}  # FACTS §6.3: the explicit cache's marker
+
+
 def _part(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
+        if part.cache:
+            return {"text": part.text, "cache_control": _EPHEMERAL}
         return {"text": part.text}
     if isinstance(part, ImagePart):
         return {"image": part.url}

@@ -314,6 +314,13 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         help="Which tool the model calls: auto, none, or one function's name.",
     ),
     click.option(
+        "--cache",
+        type=click.Choice(["implicit", "explicit"]),
+        help="explicit: mark the rows' shared prefix (system message, earlier turns, "
+        "tools) for the context cache; its first request goes alone.  "
+        "[default: implicit]",
+    ),
+    click.option(
         "--structured",
         type=click.Choice(["tool", "prompt"]),
         help="Ask for the answer through a function call (tool) or with the schema "

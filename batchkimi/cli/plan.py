@@ -74,6 +74,15 @@ def render(plan: Plan, console: Console) -> None:
         )
     console.print(table)
     for model, share in sorted(plan.models.items()):
+        if share.cost_without_cache and share.cost is not None:
+            saved = 1 - share.cost / share.cost_without_cache
+            console.print(
+                f"{model}: explicit cache: {share.cache_creation_tokens:,} input "
+                f"tokens to create, {share.cached_tokens:,} to hit; cost "
+                f"{_money(share.cost)} instead of {_money(share.cost_without_cache)} "
+                f"({saved:.0%} less)",
+                highlight=False,
+            )
         if share.price_note:
             console.print(
                 safe(

@@ -46,7 +46,7 @@ def derive_row_key(row: Mapping[str, Any]) -> str:
 def _part_record(part: TextPart | ImagePart | VideoPart) -> dict[str, Any]:
     record: dict[str, Any]
     if isinstance(part, TextPart):
-        return {"text": part.text}
+        return {"text": part.text, "cache": True} if part.cache else {"text": part.text}
     if isinstance(part, ImagePart):
         record = {"image": part.url}
     else:

@@ -20,6 +20,7 @@ from batchkimi.catalogue import (
     check_thinking,
 )
 from batchkimi.errors import ConfigError, ManifestError
+from batchkimi.estimate import EXPLICIT_CACHE_MIN_TOKENS, input_tokens, tool_tokens
 from batchkimi.manifest.keys import canonical_value, derive_row_key, fingerprint_request
 from batchkimi.manifest.messages import RowError as _RowError
 from batchkimi.manifest.messages import parse_messages
@@ -105,6 +106,9 @@ class RequestBuilder:
     def __init__(self, job: Job, columns: list[str], manifest_path: str) -> None:
         self.job = job
         self._models: dict[str, ModelInfo | str] = {}
+        #: rows sent without a cache marker (``--cache explicit``): their shared
+        #: prefix was missing or under the 1,024 tokens a cache needs
+        self.uncached = 0
         asking = job.asking
         # the job's own tools are part of every request (a structured job's tool
         # is covered by its answer's part of the fingerprint)
@@ -229,6 +233,9 @@ class RequestBuilder:
             tool_choice = "auto" if thinks else TOOL_NAME
         elif answer is not None:
             messages = _with_instruction(messages, answer.prompt_instruction())
+        cache_key = None
+        if self.job.asking.cache == "explicit":
+            messages, cache_key = self._mark_prefix(messages, tools, info.name)
         return RowRequest(
             index=index,
             row_id=row_id,
@@ -246,7 +253,40 @@ class RequestBuilder:
             ),
             tools=tools,
             tool_choice=tool_choice,
+            cache_key=cache_key,
         )
+
+    def _mark_prefix(
+        self, messages: tuple[Message, ...], tools: tuple[Tool, ...], model: str
+    ) -> tuple[tuple[Message, ...], str | None]:
+        """``--cache explicit``: mark the end of the rows' shared prefix (every turn
+        before the row's own question: the system message, few-shot turns; the
+        tool definitions come first) when it is long enough to be cached."""
+        if len(messages) < 2 or messages[-1].role != "user":
+            self.uncached += 1
+            return messages, None
+        prefix, last = messages[:-1], messages[-2]
+        texts = [i for i, p in enumerate(last.parts) if isinstance(p, TextPart)]
+        tokens = input_tokens(prefix) + tool_tokens(tools)
+        if not texts or tokens < EXPLICIT_CACHE_MIN_TOKENS:
+            self.uncached += 1
+            return messages, None
+        parts = list(last.parts)
+        end = parts[texts[-1]]
+        assert isinstance(end, TextPart)  # noqa: S101 - found among the text parts
+        parts[texts[-1]] = TextPart(end.text, cache=True)
+        marked = (*prefix[:-1], dataclasses.replace(last, parts=tuple(parts)))
+        key = fingerprint_request(
+            model=model,
+            messages=marked,
+            parameters=(),
+            enable_thinking=None,
+            tools=json.dumps(
+                [t.name for t in tools] + [dict(t.parameters) for t in tools],
+                sort_keys=True,
+            ),
+        )
+        return (*marked, messages[-1]), key
 
     def _thinking(self, row: Mapping[str, Any]) -> bool | None:
         raw = self.value(row, "enable_thinking")

@@ -26,6 +26,7 @@ from batchkimi.errors import FatalApiError, TransientError
 from batchkimi.estimate import request_input_tokens, worst_output_tokens
 from batchkimi.pricing import PriceTable
 from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
+from batchkimi.schedule.cachegate import PrefixGate
 from batchkimi.schedule.limitstore import LimitStore
 from batchkimi.schedule.media import MediaPreparer
 from batchkimi.schedule.outcome import Tally, judge, tool_calls_json, tool_calls_of
@@ -89,6 +90,7 @@ class RowSender:
         self.limits = limits
         self.answered_at = clock.monotonic()  # the last answer that was not transient
         self._in_hand: dict[str, _RowRun] = {}  # fingerprint -> a row being processed
+        self.prefixes = PrefixGate()  # explicitly cached prefixes, created or not
         self._output_tokens: dict[str, float] = {}  # model -> running mean of output
 
     def _tokens_to_reserve(self, request: RowRequest) -> float:
@@ -210,7 +212,18 @@ class RowSender:
         self, request: RowRequest, row: _RowRun
     ) -> tuple[Completion | None, Failure | None]:
         """One turn: send with retries; the answer, or the failure that ended the
-        turn. Attempts, waits, times and tokens go on ``row``."""
+        turn. Attempts, waits, times and tokens go on ``row``. The first request of
+        an explicitly cached prefix goes alone (``cachegate``)."""
+        if request.cache_key is None:
+            return await self._send_turn(request, row)
+        async with self.prefixes.turn(request.cache_key) as turn:
+            answer, failure = await self._send_turn(request, row)
+            turn.created = answer is not None
+        return answer, failure
+
+    async def _send_turn(
+        self, request: RowRequest, row: _RowRun
+    ) -> tuple[Completion | None, Failure | None]:
         prepared = await self._prepared(request, row)
         if isinstance(prepared, Failure):
             return None, prepared

@@ -159,6 +159,9 @@ class Asking(Section):
     #: and which: "auto", "none", or one function's name to force it
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | None = None
+    #: the context cache (FACTS §6.3): implicit (the service's own, nothing sent)
+    #: or explicit (the end of the rows' shared prefix marked for caching)
+    cache: Literal["implicit", "explicit"] = "implicit"
     label_case: Literal["exact", "insensitive"] | None = None
     max_repairs: Annotated[int | None, Field(ge=0, le=10)] = None
     #: what `plan` assumes a request answers when it sets no max_tokens (thinking
