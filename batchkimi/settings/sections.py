@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -29,27 +29,6 @@ from batchkimi.records import Tool
 from batchkimi.regions import api_base, base_url_for, resolve_region
 from batchkimi.settings.parameters import Parameters
 
-#: manifest columns a job may map to its own names (DESIGN.md, "Manifest")
-COLUMN_ROLES = (
-    "id",
-    "prompt",
-    "system",
-    "messages",
-    "image",
-    "images",
-    "video",
-    "frames",
-    "fps",
-    "max_frames",
-    "model",
-    "enable_thinking",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-)
 ColumnRole = Literal[
     "id",
     "prompt",
@@ -70,6 +49,8 @@ ColumnRole = Literal[
     "max_completion_tokens",
     "seed",
 ]
+#: manifest columns a job may map to its own names (DESIGN.md, "Manifest")
+COLUMN_ROLES: tuple[str, ...] = get_args(ColumnRole)
 VIDEO_FRAME_MODES = ("auto", "always", "never")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 

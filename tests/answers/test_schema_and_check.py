@@ -27,17 +27,16 @@ REVIEW_SCHEMA = {
 }
 
 
-def spec(**settings: object) -> AnswerSpec:
-    values: dict[str, object] = {
-        "schema": None,
-        "labels": None,
-        "multi_labels": None,
-        "mode": None,
-        "label_case": None,
-        "max_repairs": None,
-    }
+def declared(**settings: object) -> AnswerSpec | None:
+    values: dict[str, object] = dict.fromkeys(
+        ("schema", "labels", "multi_labels", "mode", "label_case", "max_repairs")
+    )
     values.update(settings)
-    found = answer_spec(**values)  # type: ignore[arg-type]
+    return answer_spec(**values)  # type: ignore[arg-type]
+
+
+def spec(**settings: object) -> AnswerSpec:
+    found = declared(**settings)
     assert found is not None
     return found
 
@@ -96,17 +95,8 @@ def test_a_schema_that_is_not_an_object_is_wrapped_as_one_property() -> None:
 def test_a_declaration_that_cannot_work_is_refused_before_anything_is_sent(
     settings: dict[str, object], words: str
 ) -> None:
-    values: dict[str, object] = {
-        "schema": None,
-        "labels": None,
-        "multi_labels": None,
-        "mode": None,
-        "label_case": None,
-        "max_repairs": None,
-    }
-    values.update(settings)
     with pytest.raises(ConfigError, match=words):
-        answer_spec(**values)  # type: ignore[arg-type]
+        declared(**settings)
 
 
 def test_the_fingerprint_part_follows_schema_mode_and_label_case_not_repairs() -> None:
