@@ -63,12 +63,22 @@ def read_api_key(environ: Mapping[str, str] | None = None) -> ApiKey:
     return ApiKey(value)
 
 
+def check_key_if_set(environ: Mapping[str, str] | None = None) -> None:
+    """``plan``'s part: a key that is set must be one ``run`` would take, so a plan
+    that passes is a run that starts (a plan needs no key at all)."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_VAR, "").strip():
+        read_api_key(env)
+
+
 def header_problem(secret: str) -> str | None:
     """What in ``secret`` an Authorization header cannot carry (described without
     showing the secret), or None. Header values are visible ASCII and spaces."""
     for position, char in enumerate(secret, start=1):
         if char in "\r\n":
             return f"a line break (character {position})"
+        if char == " ":
+            return f"a space (character {position})"
         if not (" " <= char <= "~"):
             kind = "a non-ASCII" if ord(char) > 127 else "a control"
             return f"{kind} character (character {position})"

@@ -11,6 +11,7 @@ results as ``plan.json``, so ``batchkimi report`` can set it against the actual 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchkimi.answers.columns import column_types
+from batchkimi.answers.columns import column_names, column_types
+from batchkimi.errors import ConfigError
 from batchkimi.estimate import (
     cached_prefix_tokens,
     input_limit,
@@ -45,6 +47,7 @@ from batchkimi.records import RowRequest, Usage
 from batchkimi.schedule.ratelimit import HEADROOM
 from batchkimi.settings import Job
 from batchkimi.store.journal import answered_fingerprints
+from batchkimi.store.results import OUTPUT_COLUMNS
 from batchkimi.urlcheck import UrlChecker
 
 PLAN_NAME = "plan.json"
@@ -271,7 +274,7 @@ def _make_plan(
     durations = [m.seconds_at_limits for m in plan.models.values()]
     if durations and all(d is not None for d in durations):
         plan.seconds_at_limits = max(d for d in durations if d is not None)
-    plan.answer = _answer_plan(job)
+    plan.answer = _answer_plan(prepared)
     plan.assumptions = {
         "expected_output_tokens": job.asking.expected_output_tokens
         or f"{EXPECTED_ANSWER_TOKENS}, plus {EXPECTED_REASONING_TOKENS} when thinking",
@@ -301,17 +304,20 @@ async def _remote_problems(
     return list(await asyncio.gather(*(urls.problems(r) for r in requests)))
 
 
-def _answer_plan(job: Job) -> dict[str, Any] | None:
-    answer = job.asking.answer
+def _answer_plan(prepared: PreparedJob) -> dict[str, Any] | None:
+    """The declared answer, and the columns the run will write, as it names them."""
+    answer = prepared.job.asking.answer
     if answer is None:
         return None
+    names = column_names(answer.schema, [*prepared.kept.values(), *OUTPUT_COLUMNS])
     return {
         "mode": answer.mode,
         "label_case": answer.label_case,
         "max_repairs": answer.max_repairs,
         "schema": dict(answer.schema),
         "columns": {
-            name: str(dtype) for name, dtype in column_types(answer.schema).items()
+            names[prop]: str(dtype)
+            for prop, dtype in column_types(answer.schema).items()
         },
     }
 
@@ -398,9 +404,18 @@ def _warn_if_over(plan: Plan, request: RowRequest, limit: int, what: str) -> Non
 
 def save_plan(plan: Plan, output: Path) -> Path:
     """Write ``plan.json`` into the output folder (atomically); return its path."""
-    output.mkdir(parents=True, exist_ok=True)
     path = output / PLAN_NAME
     tmp = path.with_name(f".{PLAN_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(plan.to_json(), indent=2) + "\n", "utf-8")
-    tmp.replace(path)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(plan.to_json(), indent=2) + "\n", "utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        msg = (
+            f"cannot save the plan in {output}: {exc.strerror or exc}. --output must "
+            "be a folder you can write (run would refuse it too)"
+        )
+        raise ConfigError(msg) from None
     return path

@@ -23,16 +23,20 @@ from batchkimi.errors import ConfigError
 from batchkimi.records import Usage
 
 _PER = 1_000_000
+#: no price per million tokens is above this: a larger one is a typo
+_MOST = 1_000_000.0
 
 
 class Price(BaseModel):
     """One model's prices in one region, per 1,000,000 tokens."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
-    currency: Annotated[str, Field(min_length=1, max_length=16)]
-    input: Annotated[float, Field(ge=0)]  # per 1M input tokens
-    output: Annotated[float, Field(ge=0)]  # per 1M output tokens (thinking included)
+    currency: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Z]{3}$")]
+    input: Annotated[float, Field(ge=0, le=_MOST)]  # per 1M input tokens
+    output: Annotated[float, Field(ge=0, le=_MOST)]  # per 1M output tokens (thinking)
     implicit_cache_hit: Annotated[float, Field(ge=0, le=10)] = 0.2  # input shares
     explicit_cache_hit: Annotated[float, Field(ge=0, le=10)] = 0.1
     cache_creation: Annotated[float, Field(ge=0, le=10)] = 1.25

@@ -10,6 +10,8 @@ becomes ``3``, so its column can be an integer one. Pure.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any
 import jsonschema_rs
 
 from batchkimi import jsoncodec
-from batchkimi.answers.schema import TOOL_NAME, AnswerSpec
+from batchkimi.answers.schema import TOOL_NAME, AnswerSpec, resolve_ref
 from batchkimi.records import Completion, ToolCall
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -82,6 +84,8 @@ class AnswerChecker:
         value = _parse_json(text, strict=from_tool)
         if isinstance(value, Invalid):
             return value
+        if (unfit := _unfit_number(value)) is not None:
+            return unfit
         value = conform(
             value, self._schema, self._schema, self.spec.label_case == "insensitive"
         )
@@ -105,7 +109,7 @@ def _parse_json(text: str, *, strict: bool) -> Any:
     fenced block, or in a sentence around one object."""
     stripped = text.strip()
     try:
-        return jsoncodec.loads(stripped)
+        return _exact(stripped)
     except ValueError as exc:
         if strict:
             return Invalid("json", f"the arguments are not valid JSON ({exc})")
@@ -115,10 +119,44 @@ def _parse_json(text: str, *, strict: bool) -> Any:
         candidates.append(stripped[start : end + 1])
     for candidate in candidates:
         try:
-            return jsoncodec.loads(candidate)
+            return _exact(candidate)
         except ValueError:
             continue
     return Invalid("json", "the answer holds no valid JSON")
+
+
+def _exact(text: str) -> Any:
+    """JSON with integers kept whole (a fast parser would turn a 30-digit one into
+    an approximate float) and non-finite numbers (``1e400``, ``NaN``) kept as such
+    for ``_unfit_number`` to refuse."""
+    return json.loads(text)
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _unfit_number(value: Any, path: str = "") -> Invalid | None:
+    """A number no column can hold as the model wrote it, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        where = f"at {path}: " if path else ""
+        return Invalid("range", f"{where}{value} does not fit a 64-bit integer")
+    if isinstance(value, float) and not math.isfinite(value):
+        where = f"at {path}: " if path else ""
+        return Invalid("range", f"{where}{value} is not a finite number")
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        found = _unfit_number(item, f"{path}/{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(error: jsonschema_rs.ValidationError) -> str:
@@ -158,23 +196,6 @@ def conform(value: Any, schema: Any, root: Mapping[str, Any], fold_case: bool) -
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         value = [conform(item, schema["items"], root, fold_case) for item in value]
     return value
-
-
-def resolve_ref(schema: Any, root: Mapping[str, Any]) -> Any:
-    """Follow a local ``$ref`` (``#/$defs/x``); other refs are left to the validator."""
-    seen = 0
-    while isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str):
-        ref = schema["$ref"]
-        if not ref.startswith("#/") or seen > 32:
-            return schema
-        target: Any = root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            target = target.get(part) if isinstance(target, Mapping) else None
-        if target is None:
-            return schema
-        schema, seen = target, seen + 1
-    return schema
 
 
 def _fold_label(value: str, schema: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from batchkimi.answers.check import resolve_ref
+from batchkimi.answers.schema import resolve_ref
 
 _SCALARS: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -40,13 +40,18 @@ def column_types(schema: Mapping[str, Any]) -> dict[str, pl.DataType]:
 
 
 def _exact_types(schema: Mapping[str, Any]) -> dict[str, pl.DataType | None]:
-    """Property name → its type, or None where its values are JSON text."""
+    """Property name → its type, or None where its values are JSON text. A name
+    ``required`` lists without declaring it is a column too (of JSON text)."""
     properties = schema.get("properties") or {}
-    return {
+    types = {
         name: _dtype(node, schema, 0)
         for name, node in properties.items()
         if isinstance(name, str)
     }
+    for name in schema.get("required") or ():
+        if isinstance(name, str):
+            types.setdefault(name, None)
+    return types
 
 
 def _dtype(node: Any, root: Mapping[str, Any], depth: int) -> pl.DataType | None:
@@ -114,7 +119,7 @@ def column_names(schema: Mapping[str, Any], taken: Iterable[str]) -> dict[str, s
     names: dict[str, str] = {}
     for prop in column_types(schema):
         name = prop
-        while name in used or name.startswith("_"):
+        while name in used or name.startswith("_") or not name:
             name = f"answer_{name}"
         used.add(name)
         names[prop] = name

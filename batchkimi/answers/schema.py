@@ -13,7 +13,7 @@ wrapped as the one property ``answer`` of an object.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +37,18 @@ _TOOL_DESCRIPTION = (
 )
 
 
-def labels_schema(labels: Sequence[str]) -> dict[str, Any]:
+def labels_schema(labels: Sequence[str], *, folded: bool = False) -> dict[str, Any]:
     """``--labels a,b,c``: the answer is exactly one of them, as ``label``."""
-    return _object({"label": {"type": "string", "enum": _unique(labels)}})
+    return _object(
+        {"label": {"type": "string", "enum": _unique(labels, folded=folded)}}
+    )
 
 
-def multi_labels_schema(labels: Sequence[str]) -> dict[str, Any]:
+def multi_labels_schema(
+    labels: Sequence[str], *, folded: bool = False
+) -> dict[str, Any]:
     """``--multi-labels a,b,c``: the answer is a set of them, as ``labels``."""
-    items = {"type": "string", "enum": _unique(labels)}
+    items = {"type": "string", "enum": _unique(labels, folded=folded)}
     return _object({"labels": {"type": "array", "items": items, "uniqueItems": True}})
 
 
@@ -57,7 +61,7 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _unique(labels: Sequence[str]) -> list[str]:
+def _unique(labels: Sequence[str], *, folded: bool = False) -> list[str]:
     cleaned = [label.strip() for label in labels]
     if not cleaned or any(not label for label in cleaned):
         msg = (
@@ -65,21 +69,37 @@ def _unique(labels: Sequence[str]) -> list[str]:
             "positive,negative,mixed"
         )
         raise ConfigError(msg)
-    duplicates = sorted({label for label in cleaned if cleaned.count(label) > 1})
+    keys = [label.casefold() if folded else label for label in cleaned]
+    duplicates = sorted(
+        {c for c, k in zip(cleaned, keys, strict=True) if keys.count(k) > 1}
+    )
     if duplicates:
-        msg = f"labels name {', '.join(map(repr, duplicates))} more than once"
+        how = (
+            " (the same once case is folded: --label-case insensitive)"
+            if folded
+            else ""
+        )
+        msg = f"labels name {', '.join(map(repr, duplicates))} more than once{how}"
         raise ConfigError(msg)
     return cleaned
 
 
+_ROOT_ONLY = ("$defs", "definitions", "$schema", "$id")
+
+
 def as_object_schema(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The schema as an object with properties, and whether it had to be wrapped."""
-    if schema.get("type") == "object" and isinstance(schema.get("properties"), dict):
-        return dict(schema), False
+    """The schema as an object with properties, and whether it had to be wrapped.
+    A top-level ``$ref`` to a local object schema stands for that schema."""
+    target = resolve_ref(schema, schema)
+    if target.get("type") == "object" and isinstance(target.get("properties"), dict):
+        if target is schema:
+            return dict(schema), False
+        definitions = {k: v for k, v in schema.items() if k in _ROOT_ONLY}
+        return {**definitions, **target}, False
     wrapped: dict[str, Any] = {
         "type": "object",
         "properties": {
-            WRAPPED_PROPERTY: {k: v for k, v in schema.items() if k[0] != "$"}
+            WRAPPED_PROPERTY: {k: v for k, v in schema.items() if k not in _ROOT_ONLY}
         },
         "required": [WRAPPED_PROPERTY],
         "additionalProperties": False,
@@ -89,14 +109,40 @@ def as_object_schema(schema: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     return wrapped, True
 
 
+#: the JSON Schema drafts a schema may name in ``$schema`` (nothing is fetched)
+_DRAFTS = (
+    "json-schema.org/draft-04/schema",
+    "json-schema.org/draft-06/schema",
+    "json-schema.org/draft-07/schema",
+    "json-schema.org/draft/2019-09/schema",
+    "json-schema.org/draft/2020-12/schema",
+)
+_REFS = ("$ref", "$dynamicRef", "$recursiveRef")
+_BOUNDS = (
+    ("minimum", "maximum"),
+    ("exclusiveMinimum", "maximum"),
+    ("minimum", "exclusiveMaximum"),
+    ("minLength", "maxLength"),
+    ("minItems", "maxItems"),
+    ("minProperties", "maxProperties"),
+)
+
+
 def check_schema(schema: Any, origin: str) -> None:
-    """Refuse what is not a usable JSON Schema, naming where it came from."""
+    """Refuse what is not a usable JSON Schema, naming where it came from: not a
+    schema, a reference to anything outside the schema itself (it would be fetched
+    over the network or read from disk), or a rule no answer can satisfy."""
     if not isinstance(schema, Mapping):
         msg = (
             f"{origin}: the answer schema must be a JSON object (a JSON Schema), "
             f"not {type(schema).__name__}"
         )
         raise ConfigError(msg)
+    if not schema:
+        msg = f"{origin}: the answer schema is empty: it would accept any answer"
+        raise ConfigError(msg)
+    for path, node in _nodes(schema):
+        _check_node(node, f"{origin}, at {path or '/'}")
     try:
         jsonschema_rs.meta.validate(dict(schema))
         jsonschema_rs.validator_for(dict(schema))
@@ -107,9 +153,70 @@ def check_schema(schema: Any, origin: str) -> None:
     except ValueError as exc:  # an unsupported draft, a bad regex pattern
         msg = f"{origin}: not a usable JSON Schema: {exc}. Fix the schema"
         raise ConfigError(msg) from None
-    if not schema:
-        msg = f"{origin}: the answer schema is empty: it would accept any answer"
+
+
+def _nodes(node: Any, path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every subschema of ``node`` (objects only), with its JSON-pointer path."""
+    if isinstance(node, Mapping):
+        yield path, node
+        for key, child in node.items():
+            yield from _nodes(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from _nodes(child, f"{path}/{index}")
+
+
+def _check_node(node: Mapping[str, Any], where: str) -> None:
+    for key in _REFS:
+        ref = node.get(key)
+        if isinstance(ref, str) and not ref.startswith("#"):
+            msg = (
+                f"{where}: {key} {ref!r} points outside the schema; batchkimi fetches "
+                "nothing. Put the definition under $defs and refer to it as "
+                '"#/$defs/name"'
+            )
+            raise ConfigError(msg)
+    declared = node.get("$schema")
+    if isinstance(declared, str) and not declared.rstrip("#/").endswith(_DRAFTS):
+        msg = (
+            f"{where}: $schema {declared!r} is not a JSON Schema draft batchkimi knows"
+        )
         raise ConfigError(msg)
+    if isinstance(node.get("enum"), list) and not node["enum"]:
+        msg = f"{where}: enum is empty: no answer can satisfy it"
+        raise ConfigError(msg)
+    for low, high in _BOUNDS:
+        lo, hi = _number(node.get(low)), _number(node.get(high))
+        if lo is None or hi is None:
+            continue
+        if lo > hi or (lo == hi and "exclusive" in low + high):
+            msg = (
+                f"{where}: {low} {lo:g} is above {high} {hi:g}: no answer satisfies it"
+            )
+            raise ConfigError(msg)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def resolve_ref(schema: Any, root: Mapping[str, Any]) -> Any:
+    """Follow a local ``$ref`` (``#/$defs/x``); other refs are refused on reading."""
+    seen = 0
+    while isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str):
+        ref = schema["$ref"]
+        if not ref.startswith("#/") or seen > 32:
+            return schema
+        target: Any = root
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            target = target.get(part) if isinstance(target, Mapping) else None
+        if target is None:
+            return schema
+        schema, seen = target, seen + 1
+    return schema
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,9 +298,11 @@ def answer_spec(
         check_schema(schema, origin)
         declared: Mapping[str, Any] = schema
     elif labels is not None:
-        declared = labels_schema(labels)
+        declared = labels_schema(labels, folded=label_case == "insensitive")
     else:
-        declared = multi_labels_schema(multi_labels or ())
+        declared = multi_labels_schema(
+            multi_labels or (), folded=label_case == "insensitive"
+        )
     object_schema, wrapped = as_object_schema(declared)
     return AnswerSpec(
         schema=object_schema,

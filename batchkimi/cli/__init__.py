@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sys
 import warnings
@@ -31,14 +33,27 @@ class _Group(click.Group):
         except BrokenPipeError:
             # the reader went away (`batchkimi report OUT | head`): not an error;
             # stdout now leads nowhere, so the interpreter's last flush is quiet
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _quiet_stdout()
             ctx.exit(0)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EIO):
+                raise  # not about the output: a fault of ours, with its traceback
+            # stdout or stderr itself cannot be written (`> /dev/full`)
+            with contextlib.suppress(OSError):
+                click.echo(f"Error: cannot write the output: {exc.strerror}", err=True)
+            _quiet_stdout()
+            ctx.exit(1)
         except KeyboardInterrupt:
             # Ctrl-C before a run has its own handlers (reading the manifest, a
             # plan, a report): nothing half-done is kept, and a run resumes
             click.echo("Interrupted: re-run the same command to go on.", err=True)
             ctx.exit(3)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at nothing, so the interpreter's last flush does not fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

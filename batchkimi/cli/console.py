@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,18 +27,14 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from batchkimi.printable import printable
 from batchkimi.records import RowResult, RowStatus
 from batchkimi.runner import RunOutcome
 
-# C0 and C1 control characters (but newline and tab), DEL, and the bidi overrides
-# that reorder what a terminal shows
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
 
 def safe(text: str) -> str:
-    """Text from files and answers, fit for a terminal: an escape sequence in a
-    column name or a cell is shown as ``\\x1b``, never acted on."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    """Text from files and answers, fit for a terminal (``printable``)."""
+    return printable(text)
 
 
 class _StdoutConsole(Console):

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from batchkimi.cli.console import safe, stdout_console
 from batchkimi.cli.options import build_job, job_options, simulated
+from batchkimi.credentials import check_key_if_set
 from batchkimi.planner import Plan, make_plan, save_plan
 from batchkimi.prepare import prepare_job
 
@@ -126,11 +127,12 @@ def _render_answer(answer: dict[str, Any], console: Console) -> None:
         f"{answer['max_repairs']} repairs a row (at most: every one used). Schema:",
         highlight=False,
     )
-    console.print_json(data=answer["schema"])
+    schema = json.dumps(answer["schema"], indent=2, ensure_ascii=False)
+    console.print(safe(schema), markup=False, highlight=False)
     columns = ", ".join(
         f"{name} ({dtype})" for name, dtype in answer["columns"].items()
     )
-    console.print(f"typed columns: {columns}", highlight=False)
+    console.print(safe(f"typed columns: {columns}"), markup=False, highlight=False)
 
 
 @click.command("plan")
@@ -165,6 +167,8 @@ def plan_command(
     Exit codes: 0 every row can be sent · 1 some rows have problems (listed) ·
     2 configuration or manifest error.
     """
+    if not simulate:
+        check_key_if_set()  # the key a run would use must be usable too
     with simulated(simulate) as simulator_url:
         settings = build_job(job, options, simulator_url=simulator_url)
         plan = make_plan(prepare_job(settings))

@@ -71,9 +71,12 @@ def render(run: RunData, console: Console) -> None:
     cost = ", ".join(f"{v:,.4f} {c}" for c, v in view.cost.items()) or "unknown"
     elapsed = f"{view.elapsed_s:,.1f} s" if view.elapsed_s is not None else "—"
     console.print(
-        f"rows: {view.rows:,} ({statuses}); requests: {sent.height:,}, attempts: "
-        f"{view.attempts:,}; cost: {cost}; wall time: {elapsed}",
+        safe(
+            f"rows: {view.rows:,} ({statuses}); requests: {sent.height:,}, attempts: "
+            f"{view.attempts:,}; cost: {cost}; wall time: {elapsed}"
+        ),
         highlight=False,
+        markup=False,
     )
     if view.requests_without_price:
         console.print(

@@ -160,7 +160,18 @@ def _sampling(part: dict[str, Any], column: str, position: int) -> tuple[Any, An
     return fps, most
 
 
+_CONTENT_KEYS = ("text", "image", "image_url", "video", "video_url", "audio")
+
+
 def _parse_part(part: dict[str, Any], column: str, position: int) -> Part | None:
+    held = [key for key in _CONTENT_KEYS if key in part]
+    if len(held) > 1:
+        raise RowError(
+            "invalid_messages",
+            column,
+            f"message {position} has a content part holding both {' and '.join(held)}",
+            "Give each in a part of its own, as both APIs expect",
+        )
     kind = part.get("type")
     if "text" in part and kind in (None, "text"):
         return TextPart(str(part["text"]))

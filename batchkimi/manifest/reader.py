@@ -66,13 +66,19 @@ def manifest_format(path: Path) -> str:
 def _scan(path: Path, fmt: str) -> pl.LazyFrame:
     if fmt == "files":
         return _listing(path).lazy()
+    # glob=False: a file named reviews[2024].csv is that file, not a pattern
     if fmt == "csv":
-        return pl.scan_csv(path, infer_schema=False)
+        return pl.scan_csv(path, infer_schema=False, glob=False)
     if fmt == "tsv":
-        return pl.scan_csv(path, separator="\t", infer_schema=False)
+        return pl.scan_csv(path, separator="\t", infer_schema=False, glob=False)
     if fmt == "parquet":
-        return pl.scan_parquet(path)
-    return pl.scan_ndjson(path, infer_schema_length=10_000)
+        return pl.scan_parquet(path, glob=False)
+    return pl.scan_ndjson(_literal(path), infer_schema_length=10_000)
+
+
+def _literal(path: Path) -> str:
+    """``path`` as a glob that matches only itself (scan_ndjson always globs)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in str(path))
 
 
 @dataclass(frozen=True, slots=True)

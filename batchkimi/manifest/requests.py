@@ -413,7 +413,11 @@ class RequestBuilder:
         if len(values) == 1 and not is_remote(values[0]):
             try:  # one local folder of frames
                 found = self.media.frames(values[0])
-            except MediaPathError:
+            except MediaPathError as exc:
+                if exc.outside:  # a folder, or a file, where it must not be
+                    raise _RowError(
+                        "invalid_media", self.col("frames"), exc.problem, exc.fix
+                    ) from None
                 found = None  # not a folder: a list of one frame, checked below
             if found is not None:
                 values = [MediaRoot.uri(path) for path in found]

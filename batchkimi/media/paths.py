@@ -20,10 +20,11 @@ LOCAL_PREFIX = "file://"
 class MediaPathError(Exception):
     """A local media reference that cannot be used: the problem and the fix."""
 
-    def __init__(self, problem: str, fix: str) -> None:
+    def __init__(self, problem: str, fix: str, *, outside: bool = False) -> None:
         super().__init__(problem)
         self.problem = problem
         self.fix = fix
+        self.outside = outside  # it exists, but outside the media root
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -83,6 +84,7 @@ class MediaRoot:
                 "Move the file under the media root, set media_root to a folder that "
                 "holds it, or set allow_outside_media_root = true if you trust this "
                 "manifest",
+                outside=True,
             )
         return real
 

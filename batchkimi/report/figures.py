@@ -17,6 +17,8 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from batchkimi.printable import printable
+
 OK, FAILED, ACCENT, MUTED = "#2e7d32", "#c62828", "#1565c0", "#9e9e9e"
 _STYLE: dict[Any, Any] = {  # rc keys are typed as literals; these are all valid
     "svg.fonttype": "none",
@@ -113,7 +115,7 @@ def tokens_and_cost(by_group: pl.DataFrame) -> str:
         figure = Figure(figsize=(8, 3))
         left, right = figure.subplots(1, 2)
         labels = [
-            f"{model}\n{status}"
+            printable(f"{model}\n{status}")
             for model, status in zip(by_group["model"], by_group["status"], strict=True)
         ]
         if not labels:
@@ -129,7 +131,8 @@ def tokens_and_cost(by_group: pl.DataFrame) -> str:
             costs = by_group["cost"].fill_null(0.0).to_list()
             right.bar(labels, costs, color=OK)
             currencies = by_group["currency"].drop_nulls().unique().to_list()
-            right.set_ylabel(f"cost ({', '.join(currencies) or 'no price known'})")
+            known = printable(", ".join(currencies)) or "no price known"
+            right.set_ylabel(f"cost ({known})")
         left.set_title("Tokens by model and status", loc="left")
         right.set_title("Cost by model and status", loc="left")
         return _svg(figure)
@@ -145,7 +148,11 @@ def retries(causes: dict[str, int]) -> str:
             _empty(axes, "no attempt was retried")
         else:
             names = list(causes)[::-1]
-            axes.barh(names, [causes[name] for name in names], color=FAILED)
+            axes.barh(
+                [printable(name) for name in names],
+                [causes[name] for name in names],
+                color=FAILED,
+            )
             axes.set_xlabel("retried attempts")
         axes.set_title("Retries by cause", loc="left")
         return _svg(figure)

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from batchkimi.printable import printable
 from batchkimi.report import analysis, figures
 from batchkimi.report.data import RunData
 
@@ -35,7 +36,7 @@ figure { margin: 1rem 0; } figure svg { max-width: 100%; height: auto; }
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+    return html.escape(printable("" if value is None else str(value)))
 
 
 def _number(value: Any, digits: int = 0) -> str:

@@ -98,7 +98,7 @@ class Job(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sort_into_sections(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or set(data) <= set(cls.model_fields):
+        if not isinstance(data, dict) or (data and set(data) <= set(cls.model_fields)):
             return data  # already in sections (a copy, or a test's own)
         sections: dict[str, dict[str, Any]] = {name: {} for name in cls.model_fields}
         for raw_key, value in data.items():
@@ -228,7 +228,9 @@ def _check_tool_choice(asking: Asking) -> None:
 
 
 def is_glob(path: Path) -> bool:
-    return any(ch in part for part in path.parts for ch in "*?[")
+    """A pattern of files (``archive/**/*.mp4``); a file or folder that exists under
+    its own name (``reviews[2024].csv``) is itself, whatever characters it holds."""
+    return any(ch in part for part in path.parts for ch in "*?[") and not path.exists()
 
 
 def glob_base(pattern: Path) -> Path:
@@ -266,6 +268,13 @@ def _check_transport(connection: Connection) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         msg = f"base_url {url!r} is not an http(s) URL: give e.g. https://host/api/v1"
+        raise ConfigError(msg)
+    if parts.username or parts.password:
+        msg = (
+            "base_url carries a user name or password: batchkimi authenticates with "
+            "DASHSCOPE_API_KEY only, and never writes credentials down. Remove them "
+            "from the URL"
+        )
         raise ConfigError(msg)
     if (
         parts.scheme == "http"

@@ -18,7 +18,9 @@ _MAX_TOKENS = 1_000_000
 class Parameters(BaseModel):
     """The request parameters batchkimi knows, in its (and the service's) names."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     top_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None

@@ -62,9 +62,10 @@ def _as_path(value: Any) -> Any:
 
 
 def _comma_list(value: Any) -> Any:
-    """``"a,b,c"`` (the command line's form) as a list; lists as they are."""
+    """``"a,b,c"`` (the command line's form) as a list; lists as they are. An empty
+    name between commas is kept, for the check of its setting to refuse."""
     if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
+        return [item.strip() for item in value.split(",")] if value.strip() else []
     return value
 
 
@@ -74,7 +75,9 @@ Names = Annotated[tuple[str, ...], BeforeValidator(_comma_list), Strict(False)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        strict=True, frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
 
 class Reading(Section):

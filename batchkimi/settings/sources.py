@@ -10,6 +10,7 @@ themselves hold only values.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tomllib
@@ -20,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from batchkimi.answers.schema import check_schema
 from batchkimi.errors import ConfigError
 from batchkimi.settings.job import ALIASES, Job, unknown_key
 from batchkimi.settings.sections import SECTION_OF
@@ -75,9 +77,11 @@ def load_job(sources: Iterable[Source]) -> Job:
     """The job the sources describe, later sources winning key by key."""
     merged: dict[str, Any] = {}
     origin: dict[str, Source] = {}
+    written: dict[str, str] = {}  # key -> as the user wrote it (``timeout``)
     for source in sources:
         for raw_key, raw_value in source.values.items():
             key = ALIASES.get(raw_key, raw_key)
+            written[key] = raw_key
             if key not in SECTION_OF:
                 raise unknown_key(raw_key, source.origin)
             if raw_value is None:
@@ -100,7 +104,7 @@ def load_job(sources: Iterable[Source]) -> Job:
     try:
         return Job.of(merged)
     except ValidationError as exc:
-        raise _config_error(exc, origin) from None
+        raise _config_error(exc, origin, written) from None
 
 
 def _resolved(key: str, value: Any, source: Source) -> Any:
@@ -110,7 +114,12 @@ def _resolved(key: str, value: Any, source: Source) -> Any:
             path = source.base_dir / path
         return Path(os.path.normpath(path))
     if key in ("schema", "tools") and isinstance(value, str | Path):
+        if not str(value).strip():
+            msg = f"{source.origin}: {key} is empty: give the path of a JSON file"
+            raise ConfigError(msg)
         found = _json_file(Path(value).expanduser(), source, key)
+        if key == "schema":
+            check_schema(found, f"{source.origin}: schema file {value}")
         if key == "tools" and isinstance(found, dict) and "tools" in found:
             return found  # {"tools": [...], "tool_choice": …}: split by load_job
         return found
@@ -136,20 +145,21 @@ def _json_file(path: Path, source: Source, what: str) -> Any:
         raise ConfigError(msg) from None
 
 
-def _config_error(exc: ValidationError, origin: Mapping[str, Source]) -> ConfigError:
+def _config_error(
+    exc: ValidationError, origin: Mapping[str, Source], written: Mapping[str, str]
+) -> ConfigError:
     """pydantic's first complaint, as a sentence naming where the value came from,
-    the key, the value, what was expected and how to fix it."""
+    the key (as the user wrote it), the value, what was expected and the fix."""
     error = exc.errors(include_url=False)[0]
     is_name = bool(error["loc"]) and error["loc"][-1] == "[key]"
     key = _flat_key(tuple(p for p in error["loc"] if p != "[key]"))
-    head = key.split(".")[0]
+    head, dot, rest = key.partition(".")
     source = origin.get(key) or origin.get(head)
+    key = written.get(head, head) + dot + rest  # as the user wrote it
     where = source.origin if source is not None else "job settings"
     spelled = source.spelled(key) if source is not None else key
     value = error.get("input")
-    shown = repr(value)
-    if len(shown) > _SHOWN:
-        shown = shown[: _SHOWN - 1] + "…"
+    shown = _shown(value)
     reason = str(error["msg"])
     reason = reason[0].lower() + reason[1:]
     if error["type"] == "missing":
@@ -170,6 +180,19 @@ def _config_error(exc: ValidationError, origin: Mapping[str, Source]) -> ConfigE
         else f"Fix {key} in {where}"
     )
     return ConfigError(f"{where}: {spelled} = {shown}: {reason}. {fix}")
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it (TOML's words), not as Python prints it."""
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, Path):
+        shown = repr(str(value))
+    elif isinstance(value, dt.date | dt.time):
+        shown = value.isoformat()
+    else:
+        shown = repr(value)
+    return shown if len(shown) <= _SHOWN else shown[: _SHOWN - 1] + "…"
 
 
 def _flat_key(loc: tuple[int | str, ...]) -> str:

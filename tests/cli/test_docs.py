@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from batchkimi.cli import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
-COMMANDS = ["", "run", "models", "simulator"]
+COMMANDS = ["", "run", "plan", "report", "models", "simulator"]
 
 
 def render() -> str:
