@@ -22,13 +22,13 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from batchkimi import USER_AGENT
 from batchkimi.api.base import HttpCall, StreamFold, WireProtocol, unreadable
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseDecoder, SseEvent, looks_like_sse
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
 from batchkimi.records import Completion, Failure
+from batchkimi.version import USER_AGENT
 
 T = TypeVar("T")
 

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import httpx
 import polars as pl
 
-from batchkimi import __version__
 from batchkimi.answers.check import AnswerChecker
 from batchkimi.api import protocol_for
 from batchkimi.client import ModelStudioClient
@@ -69,6 +68,7 @@ from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
 from batchkimi.store.unfinished import answers_in_hand
 from batchkimi.uploads import TemporaryUploader
 from batchkimi.urlcheck import UrlChecker
+from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from batchkimi import USER_AGENT
 from batchkimi.api.base import error_fields, load_json
 from batchkimi.api.failures import classify_failure
 from batchkimi.clock import Clock
 from batchkimi.credentials import ApiKey
 from batchkimi.oncecache import OnceCache
 from batchkimi.records import Failure
+from batchkimi.version import USER_AGENT
 
 RENEW_MARGIN_S = 15.0  # a policy this close to expiry is renewed, not used
 #: FACTS §5: a temporary file lives 48 hours; reuse an upload for a little less

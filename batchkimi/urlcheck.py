@@ -21,11 +21,11 @@ import time
 
 import httpx
 
-from batchkimi import USER_AGENT
 from batchkimi.media.limits import IMAGE_MAX_BYTES, MB, VIDEO_URL_MAX_BYTES
 from batchkimi.media.preflight import MediaProblem, display_name, remote_media
 from batchkimi.oncecache import OnceCache
 from batchkimi.records import RowRequest
+from batchkimi.version import USER_AGENT
 
 #: what the service takes by URL, by kind of media
 URL_LIMITS = {"image": IMAGE_MAX_BYTES, "video": VIDEO_URL_MAX_BYTES}

@@ -40,6 +40,7 @@ def canary_key(
     for name in _SCRUB:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     canary = f"sk-canary-{uuid.uuid4().hex}"
     monkeypatch.setenv("DASHSCOPE_API_KEY", canary)
     return canary

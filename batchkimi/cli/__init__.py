@@ -11,7 +11,6 @@ import warnings
 import click
 from PIL import Image
 
-from batchkimi import __version__
 from batchkimi.cli.console import safe
 from batchkimi.cli.models import models_command
 from batchkimi.cli.plan import plan_command
@@ -19,6 +18,7 @@ from batchkimi.cli.report import report_command
 from batchkimi.cli.run import run_command
 from batchkimi.cli.simulator import simulator_command
 from batchkimi.errors import BatchkimiError
+from batchkimi.version import __version__
 
 
 class _Group(click.Group):

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchkimi import __version__
 from batchkimi.manifest.reader import listing_digest
 from batchkimi.store.journal import journal_paths
+from batchkimi.version import __version__
 
 STATE_NAME = "state.json"
 
