@@ -135,7 +135,7 @@ def test_plan_and_wrong_settings_through_the_api(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path / "in", REVIEWS)
     made = batchkimi.plan(manifest, prompt=PROMPT)
     assert made.to_send == len(REVIEWS)
-    with pytest.raises(ConfigError, match="concurrency = 1.5"):
+    with pytest.raises(ConfigError, match=r"concurrency = 1\.5"):
         batchkimi.plan(manifest, prompt=PROMPT, concurrency=1.5)
     with pytest.raises(ConfigError, match="no output given"):
         batchkimi.run(manifest, prompt=PROMPT)
