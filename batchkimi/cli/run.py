@@ -14,7 +14,6 @@ from batchkimi.cli.console import JsonLog, ProgressDisplay
 from batchkimi.cli.options import build_job, job_options
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
 from batchkimi.runner import run_job
-from batchkimi.simulator import SimulatorServer
 
 
 @contextlib.contextmanager
@@ -22,6 +21,8 @@ def _simulated(enabled: bool) -> Iterator[str | None]:
     if not enabled:
         yield None
         return
+    from batchkimi.simulator import SimulatorServer  # uvicorn: only when simulating
+
     with SimulatorServer.running() as server:
         yield server.url
 
