@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import polars as pl
 
 from batchkimi import __version__
 from batchkimi.answers.check import AnswerChecker
@@ -34,7 +33,7 @@ from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.media.preflight import media_settings
 from batchkimi.pricing import load_prices
-from batchkimi.records import RowRequest, RowResult, RowStatus
+from batchkimi.records import RowRequest, RowResult
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
     LimitStore,
@@ -54,8 +53,13 @@ from batchkimi.store.journal import (
     resend_condition,
 )
 from batchkimi.store.lock import OutputLock, outputs_lock
-from batchkimi.store.results import OUTPUT_COLUMNS, RESULTS_NAME, build_results
-from batchkimi.store.results import write_atomically as write_results
+from batchkimi.store.results import (
+    OUTPUT_COLUMNS,
+    RESULTS_NAME,
+    SharedIds,
+    shared_ids,
+    write_results,
+)
 from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
 from batchkimi.store.state import (
     RunState,
@@ -66,7 +70,7 @@ from batchkimi.store.state import (
     save_state,
     stamp_manifest,
 )
-from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
+from batchkimi.store.summary import SUMMARY_NAME, write_summary
 from batchkimi.store.unfinished import unfinished_answers
 from batchkimi.uploads import TemporaryUploader
 from batchkimi.urlcheck import UrlChecker
@@ -535,30 +539,28 @@ def _write_outputs(
     elapsed_s: float,
 ) -> RunOutcome:
     answer = spec.answer
-    frame = build_results(
+    # streamed from the register and the journal, counting as it goes: flat memory
+    built = write_results(
         source.register.path,
         state,
+        spec.output / RESULTS_NAME,
         api=spec.api,
         answer_schema=answer.schema if answer is not None else None,
+        # rows the next run would send: what is re-sent anyway, and what never was
+        resend=resend_condition(spec.rerun_set | {"skipped"}),
     )
-    scope = frame.filter(frame["_in_scope"].fill_null(True))
-    frame = frame.drop("_in_scope")
-    by_status = {s.value: 0 for s in RowStatus}
-    for status, count in scope["status"].value_counts().iter_rows():
-        by_status[status] = int(count)
-    # rows the next run would send: what is re-sent anyway, and what was never sent
-    pending = scope.filter(resend_condition(spec.rerun_set | {"skipped"})).height
-    shared_ids = (  # derived ids repeat only for identical rows: no surprise there
-        scope.filter(scope["id"].is_duplicated())["id"]
+    by_status, pending = built.by_status, built.pending
+    shared = (  # derived ids repeat only for identical rows: no surprise there
+        shared_ids(source.register.path)
         if source.builder.col("id") in source.builder.present
-        else pl.Series("id", [], pl.String)
+        else SharedIds(0, None)
     )
     stop_reason = stop.reason
     if fatal is not None:
         exit_code, stop_reason = 5, "fatal"
     elif stop_reason is not None:
         exit_code = 3
-    elif by_status["ok"] < scope.height:
+    elif by_status["ok"] < built.rows:
         exit_code = 1
     else:
         exit_code = 0
@@ -581,13 +583,10 @@ def _write_outputs(
         "duplicate_rows_this_run": source.duplicates,
         # rows whose id another row also has: results keep them all, but a join on
         # id would not tell them apart
-        "rows_with_shared_id": shared_ids.len(),
-        "first_shared_id": shared_ids[0] if shared_ids.len() else None,
+        "rows_with_shared_id": shared.rows,
+        "first_shared_id": shared.first,
     }
-    summary = build_summary(
-        frame, run=run_info, elapsed_s=elapsed_s, sent_this_run=sent
-    )
-    write_results(frame, spec.output / RESULTS_NAME)
+    summary = built.summary(run=run_info, elapsed_s=elapsed_s, sent_this_run=sent)
     write_summary(summary, spec.output / SUMMARY_NAME)
     return RunOutcome(
         exit_code=exit_code,

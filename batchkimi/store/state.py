@@ -19,8 +19,7 @@ from typing import Any
 
 from batchkimi import __version__
 from batchkimi.jobspec import JobSpec
-from batchkimi.manifest.reader import listing_digest
-from batchkimi.store.journal import journal_paths
+from batchkimi.store.files import store_sizes
 
 STATE_NAME = "state.json"
 #: job settings that change how a run goes, never what its results hold
@@ -74,6 +73,8 @@ def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
     """Hash the manifest, unless its size, mtime and inode say it is unchanged. A
     folder or glob manifest is stamped by what it lists."""
     if not path.is_file():
+        from batchkimi.manifest.reader import listing_digest  # polars: only for globs
+
         return ManifestStamp(listing_digest(path), 0, 0, 0)
     facts = path.stat()
     if previous is not None and (previous.size, previous.mtime_ns, previous.inode) == (
@@ -101,7 +102,8 @@ def inputs_key(spec: JobSpec, manifest: ManifestStamp) -> str:
 
 
 def journal_sizes(state_dir: Path) -> dict[str, int]:
-    return {path.name: path.stat().st_size for path in journal_paths(state_dir)}
+    """The size of every journal file and segment: a change means new answers."""
+    return store_sizes(state_dir)
 
 
 def _state_path(state_dir: Path, shard: str | None) -> Path:

@@ -15,21 +15,31 @@ from pathlib import Path
 import polars as pl
 
 from batchkimi.records import RowResult, RowStatus
-from batchkimi.store.journal import read_latest
-from batchkimi.store.results import JOURNAL_SCHEMA
+from batchkimi.store.answers import gather, positions
+from batchkimi.store.files import answer_files
+from batchkimi.store.schema import JOURNAL_SCHEMA
 
 _FIELDS = {f.name for f in fields(RowResult)}
 _COUNTS = ("retries", "repair_causes")
 
 
 def unfinished_answers(folder: Path) -> dict[str, RowResult]:
-    """Fingerprint → the journaled invalid answer a repair is still owed for."""
-    latest = read_latest(folder, JOURNAL_SCHEMA)
-    pending = latest.filter(
+    """Fingerprint → the journaled invalid answer a repair is still owed for.
+
+    Reads a few columns of every record, then the whole records of only those
+    fingerprints that ever had such an answer (usually none)."""
+    owed = (
         pl.col("validation_error").is_not_null()
         & pl.col("retryable").fill_null(False)
         & (pl.col("status") != RowStatus.OK.value)
     )
+    flags = {
+        "validation_error": pl.String(),
+        "retryable": pl.Boolean(),
+        "status": pl.String(),
+    }
+    ever = positions(answer_files(folder), flags, where=owed)["fingerprint"].unique()
+    pending = gather(folder, ever, JOURNAL_SCHEMA).filter(owed)
     found: dict[str, RowResult] = {}
     for record in pending.iter_rows(named=True):
         values = {k: v for k, v in record.items() if k in _FIELDS and v is not None}

@@ -1,0 +1,142 @@
+"""The newest answer per request, read from the journal's files and segments.
+
+A request (its fingerprint) may have several records: a structured row's invalid
+answer and then its final one, a failure sent again with --retry-errors, one request
+answered by two shards. Every reader decides the newest the same way. Within one
+stream the record appended last wins (generation, then line): the order of appends
+is the truth there, whatever the clock did. Between streams, which are separate
+processes, the later ``finished_at`` wins, then the later stream name.
+
+Readers hold columns, never Python objects per record, and only the columns they ask
+for: a million answers' fingerprints and statuses are tens of megabytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import polars as pl
+
+from batchkimi.store.files import AnswerFile, answer_files
+from batchkimi.store.segments import read_records
+
+#: where each record is: the file (its number in a listing), the record's position
+#: in it, and the stream's rank among the listing's streams
+POSITION = {"_f": pl.UInt32(), "_p": pl.UInt32(), "_s": pl.UInt16()}
+
+
+def positions(
+    files: list[AnswerFile],
+    columns: Mapping[str, pl.DataType],
+    *,
+    key: pl.Expr | None = None,
+    where: pl.Expr | None = None,
+) -> pl.DataFrame:
+    """Every record of ``files``: its position, ``columns`` and, with ``key``, a
+    ``_k`` column computed from the fingerprint (which is then dropped). ``where``
+    keeps only some records, as they are read; positions count them all."""
+    ranks = {name: rank for rank, name in enumerate(sorted({f.stream for f in files}))}
+    wanted = {"fingerprint": pl.String(), **columns}
+    if len(ranks) > 1:  # the order between streams needs it
+        wanted.setdefault("finished_at", pl.String())
+    keep = [c for c in wanted if key is None or c != "fingerprint"]
+    keep += [*(["_k"] if key is not None else []), *POSITION]
+
+    def place(frame: pl.DataFrame, number: int, start: int, rank: int) -> pl.DataFrame:
+        placed = frame.with_columns(
+            pl.lit(number, pl.UInt32()).alias("_f"),
+            pl.int_range(start, start + frame.height, dtype=pl.UInt32()).alias("_p"),
+            pl.lit(rank, pl.UInt16()).alias("_s"),
+        )
+        if where is not None:
+            placed = placed.filter(where)
+        if key is not None:
+            placed = placed.with_columns(key.alias("_k"))
+        return placed.select(keep)
+
+    frames = [place(pl.DataFrame(schema=wanted), 0, 0, 0)]  # the shape when empty
+    for number, file in enumerate(files):
+        start = 0
+        for frame in read_records(file, wanted):
+            frames.append(place(frame, number, start, ranks[file.stream]))
+            start += frame.height
+    return pl.concat(frames)
+
+
+def newest(records: pl.DataFrame, key: str = "fingerprint") -> pl.DataFrame:
+    """The newest of ``records`` (from ``positions``, in their order) per ``key``;
+    see the module docstring for the rule."""
+    last = pl.col(key).is_last_distinct()  # appended last: records are in order
+    ranks = records["_s"].unique().sort().to_list()
+    if len(ranks) <= 1:
+        return records.filter(last)
+    per_stream = pl.concat(
+        [records.filter(pl.col("_s") == rank).filter(last) for rank in ranks]
+    )
+    return per_stream.sort(["finished_at", "_s"], nulls_last=False).filter(last)
+
+
+def answered(folder: Path, stands: pl.Expr) -> pl.Series:
+    """The fingerprints whose newest record satisfies ``stands`` (an expression over
+    status, error_code and retryable), unsorted."""
+    columns = {
+        "status": pl.String(),
+        "error_code": pl.String(),
+        "retryable": pl.Boolean(),
+    }
+    latest = newest(positions(answer_files(folder), columns))
+    return latest.filter(stands)["fingerprint"]
+
+
+class AnsweredSet:
+    """Fingerprints, held as one sorted polars column instead of a Python set.
+
+    About 80 bytes a fingerprint where a ``set[str]`` of them takes about 150, and
+    a whole batch is looked up in one vectorised call (``unanswered``), which is
+    how a row source that builds its fingerprints with polars should ask. ``in``
+    works too, for one fingerprint at a time, but costs microseconds per call.
+    """
+
+    def __init__(self, fingerprints: Iterable[str] | pl.Series) -> None:
+        series = pl.Series("fingerprint", fingerprints, dtype=pl.String())
+        self._sorted = series.drop_nulls().unique().sort()
+
+    def __len__(self) -> int:
+        return self._sorted.len()
+
+    def __contains__(self, fingerprint: object) -> bool:
+        if not isinstance(fingerprint, str) or not self._sorted.len():
+            return False
+        at = self._sorted.search_sorted(fingerprint)
+        return at < self._sorted.len() and self._sorted[at] == fingerprint
+
+    def unanswered(self, fingerprints: pl.Series) -> pl.Series:
+        """A mask over ``fingerprints``: true where one is not in this set."""
+        if not self._sorted.len():
+            return pl.Series("unanswered", [True] * fingerprints.len())
+        at = self._sorted.search_sorted(fingerprints).clip(0, self._sorted.len() - 1)
+        found = self._sorted.gather(at) == fingerprints
+        return (~found.fill_null(False)).alias("unanswered")
+
+
+def read_latest(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """The newest record per fingerprint with ``schema``'s columns, every one held
+    in memory: for a report, not for a million rows' results (see results.py)."""
+    columns = {name: dtype for name, dtype in schema.items() if name != "fingerprint"}
+    records = positions(answer_files(folder), columns)
+    latest = newest(records).sort(["_s", "_f", "_p"])
+    return latest.select(["fingerprint", *columns]).select(list(schema))
+
+
+def gather(
+    folder: Path, fingerprints: pl.Series, schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """The newest record of each of a few ``fingerprints``, with ``schema``'s
+    columns; reads only those fingerprints' records into memory."""
+    if fingerprints.is_empty():
+        return pl.DataFrame(schema=dict(schema))
+    columns = {name: dtype for name, dtype in schema.items() if name != "fingerprint"}
+    wanted = pl.col("fingerprint").is_in(fingerprints.implode())
+    records = positions(answer_files(folder), columns, where=wanted)
+    return newest(records).select(list(schema))
