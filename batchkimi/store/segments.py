@@ -43,6 +43,8 @@ from batchkimi.store.schema import RECORD_SCHEMA
 CHUNK_BYTES = 8 << 20
 #: records read from a segment at a time, when all of them are read
 _BATCH_ROWS = 65_536
+#: the call that makes a segment durable (tests inject ENOSPC here)
+_fsync = os.fsync
 
 
 def read_records(
@@ -205,7 +207,7 @@ def compact(state_dir: Path, stream: str, generation: int) -> Path:
             for frame in read_records(sealed, RECORD_SCHEMA):
                 writer.write_table(frame.to_arrow().cast(arrow_schema))
         with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
+            _fsync(handle.fileno())
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
