@@ -9,12 +9,10 @@ the outputs are rebuilt from it unless a second signal asked to stop at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +30,7 @@ from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import Manifest, check_rows, open_manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.media.preflight import media_settings
+from batchkimi.outcome import RunOutcome as RunOutcome  # where it was
 from batchkimi.pricing import load_prices
 from batchkimi.records import RowRequest, RowResult
 from batchkimi.schedule.budget import CostBudget, CostGate
@@ -63,6 +62,7 @@ from batchkimi.store.results import (
 from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
 from batchkimi.store.state import (
     RunState,
+    already_current,
     current_state,
     inputs_key,
     journal_sizes,
@@ -113,21 +113,6 @@ class _SilentObserver:
 
     def on_stop(self, reason: str, detail: str) -> None:
         pass
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    exit_code: int
-    output: Path
-    by_status: dict[str, int]
-    sent: int
-    summary: dict[str, Any]
-    stop_reason: str | None = None
-    stop_detail: str = ""
-    fatal: FatalApiError | None = None
-    warnings: list[str] = field(default_factory=list)
-    results_written: bool = True
-    pending: int = 0  # in-scope rows the next run would send
 
 
 def kept_columns(spec: JobSpec, manifest: Manifest) -> dict[str, str]:
@@ -477,18 +462,7 @@ def _already_current(
     spec: JobSpec, state: RunState, observer: RunObserver
 ) -> RunOutcome:
     """A finished job, run again on the same inputs: nothing to send or rebuild."""
-    observer.on_info(
-        f"nothing to do: all {state.rows:,} rows have their results and "
-        "results.parquet is current (--retry-errors or --rerun sends failed rows again)"
-    )
-    summary = json.loads((spec.output / SUMMARY_NAME).read_text("utf-8"))
-    return RunOutcome(
-        exit_code=state.exit_code,
-        output=spec.output,
-        by_status=state.by_status,
-        sent=0,
-        summary=summary,
-    )
+    return already_current(spec.output, state, observer.on_info)
 
 
 def _limit_store(spec: JobSpec, key: ApiKey, observer: RunObserver) -> LimitStore:

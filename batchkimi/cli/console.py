@@ -24,8 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from batchkimi.outcome import RunOutcome
 from batchkimi.records import RowResult, RowStatus
-from batchkimi.runner import RunOutcome
 
 _RESUME_HINT = {
     "signal": "stopped by a signal",

@@ -13,7 +13,7 @@ import click
 from batchkimi.cli.console import JsonLog, ProgressDisplay
 from batchkimi.cli.options import build_job, job_options
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
-from batchkimi.runner import run_job
+from batchkimi.store.state import finished_outcome
 
 
 @contextlib.contextmanager
@@ -86,9 +86,13 @@ def run_command(
             JsonLog() if log_format == "json" else ProgressDisplay(quiet=quiet)
         )
         try:
-            outcome = asyncio.run(
-                run_job(spec, key, observer=display, handle_signals=True)
-            )
+            outcome = finished_outcome(spec, display.on_info)  # loads no runner
+            if outcome is None:
+                from batchkimi.runner import run_job  # every dependency of a run
+
+                outcome = asyncio.run(
+                    run_job(spec, key, observer=display, handle_signals=True)
+                )
         finally:
             display.close()
     display.finish(outcome)

@@ -45,7 +45,7 @@ def loaded_by(*args: str) -> tuple[int, set[str]]:
     return report["code"] or 0, set(report["loaded"])
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"]])
 def test_help_and_version_load_no_heavy_dependency(args: list[str]) -> None:
     code, loaded = loaded_by(*args)
     assert code == 0
@@ -64,7 +64,7 @@ def test_the_command_list_shows_each_commands_own_help() -> None:
         )
 
 
-def test_a_text_job_never_loads_media_or_plotting_libraries(
+def test_a_text_job_loads_no_media_library_and_its_rerun_loads_nothing_heavy(
     tmp_path: Path, simulator: SimulatorServer
 ) -> None:
     manifest = write_manifest(
@@ -77,6 +77,11 @@ def test_a_text_job_never_loads_media_or_plotting_libraries(
     )
     assert code == 0
     assert loaded.isdisjoint({"av", "PIL", "matplotlib"})
+    code, loaded = loaded_by(  # a finished job again: state.json says it is current
+        "run", *common, "--base-url", "http://127.0.0.1:9", "--rpm", "0", "--tpm", "0"
+    )
+    assert code == 0
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
     code, loaded = loaded_by("report", str(out))
     assert code == 0
     assert loaded.isdisjoint({"av", "PIL", "matplotlib"})
