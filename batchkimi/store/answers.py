@@ -13,7 +13,7 @@ for: a million answers' fingerprints and statuses are tens of megabytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import polars as pl
@@ -21,6 +21,8 @@ import polars as pl
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.segments import read_records
 
+#: a fingerprint in 8 bytes (a collision is told apart where it matters)
+HASHED = pl.col("fingerprint").hash()
 #: where each record is: the file (its number in a listing), the record's position
 #: in it, and the stream's rank among the listing's streams
 POSITION = {"_f": pl.UInt32(), "_p": pl.UInt32(), "_s": pl.UInt16()}
@@ -61,32 +63,84 @@ def positions(
         for frame in read_records(file, wanted):
             frames.append(place(frame, number, start, ranks[file.stream]))
             start += frame.height
-    return pl.concat(frames)
+    return pl.concat(frames, rechunk=False)  # no second copy of them all
+
+
+def repeats(keys: pl.Series) -> pl.Series:
+    """True where a value of ``keys`` occurs more than once (nulls never repeat).
+
+    By sorting: ``is_duplicated`` groups, and a million distinct keys cost it about
+    100 MB where a sort costs a few."""
+    ordered = keys.drop_nulls().sort()
+    twice = ordered.filter(ordered == ordered.shift(1)).unique()
+    return keys.is_in(twice.implode()).fill_null(False)
 
 
 def newest(records: pl.DataFrame, key: str = "fingerprint") -> pl.DataFrame:
     """The newest of ``records`` (from ``positions``, in their order) per ``key``;
     see the module docstring for the rule."""
+    return records.filter(newest_mask(records, key))
+
+
+def newest_mask(records: pl.DataFrame, key: str = "fingerprint") -> pl.Series:
+    """True on the newest of ``records`` per ``key`` (see ``newest``)."""
     last = pl.col(key).is_last_distinct()  # appended last: records are in order
-    ranks = records["_s"].unique().sort().to_list()
-    if len(ranks) <= 1:
-        return records.filter(last)
-    per_stream = pl.concat(
-        [records.filter(pl.col("_s") == rank).filter(last) for rank in ranks]
+    if records["_s"].n_unique() <= 1:
+        return records.select(last).to_series()
+    per_stream = records.select(last.over("_s")).to_series().arg_true()
+    candidates = records.select(key, "finished_at", "_s")[per_stream]
+    latest = (
+        candidates.with_columns(per_stream.alias("_i"))
+        .sort(["finished_at", "_s"], nulls_last=False)
+        .filter(last)["_i"]
     )
-    return per_stream.sort(["finished_at", "_s"], nulls_last=False).filter(last)
+    mask = pl.repeat(False, records.height, eager=True)
+    return mask.scatter(latest, True)
 
 
-def answered(folder: Path, stands: pl.Expr) -> pl.Series:
+def answered(
+    folder: Path, stands: pl.Expr, *, key: pl.Expr = HASHED
+) -> Iterator[pl.Series]:
     """The fingerprints whose newest record satisfies ``stands`` (an expression over
-    status, error_code and retryable), unsorted."""
+    status, error_code and retryable), a journal file's worth at a time.
+
+    The newest records are found from fingerprints hashed to 8 bytes; only the
+    fingerprints of those that stand are then read, so memory holds about 50 bytes
+    a record. Fingerprints whose hash repeats are compared whole: on a collision
+    between two different fingerprints, it all runs again on the fingerprints
+    themselves.
+    """
+    files = answer_files(folder)
     columns = {
         "status": pl.String(),
         "error_code": pl.String(),
         "retryable": pl.Boolean(),
     }
-    latest = newest(positions(answer_files(folder), columns))
-    return latest.filter(stands)["fingerprint"]
+    records = positions(files, columns, key=key)
+    repeated = records.filter(repeats(records["_k"]))
+    if repeated.height:
+        fingerprints = _fingerprints_at(files, repeated)
+        if fingerprints.n_unique() != repeated["_k"].n_unique():  # a collision
+            exact = newest(positions(files, columns)).filter(stands)
+            yield exact["fingerprint"]
+            return
+    newest_ones = pl.lit(newest_mask(records, "_k")) & stands
+    standing = records.select(pl.col("_f", "_p").filter(newest_ones))
+    for (number,), part in standing.partition_by("_f", as_dict=True).items():
+        yield _fingerprints_at([files[int(number)]], part.with_columns(_f=0))
+
+
+def _fingerprints_at(files: list[AnswerFile], at: pl.DataFrame) -> pl.Series:
+    """The fingerprints at positions ``at`` (``_f``, ``_p``) of ``files``."""
+    found = []
+    for (number,), part in at.partition_by("_f", as_dict=True).items():
+        file, start = files[int(number)], 0
+        for frame in read_records(file, {"fingerprint": pl.String()}):
+            end = start + frame.height
+            here = part.filter(pl.col("_p").is_between(start, end - 1))["_p"]
+            found.append(frame["fingerprint"].gather(here - start))
+            start = end
+    return pl.concat([pl.Series("fingerprint", [], pl.String()), *found])
 
 
 class AnsweredSet:

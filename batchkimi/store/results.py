@@ -26,7 +26,9 @@ The file is written to a temporary name, fsynced and moved into place with
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,11 +42,11 @@ import pyarrow.parquet as pq
 
 from batchkimi.answers.columns import answer_columns
 from batchkimi.records import RowStatus
-from batchkimi.store.answers import newest, positions
+from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
-from batchkimi.store.segments import read_records, take_unit, unit_starts
+from batchkimi.store.segments import read_records, read_span, unit_bounds
 from batchkimi.store.summary import Tally, first_rows
 
 __all__ = [
@@ -62,13 +64,11 @@ __all__ = [
 
 RESULTS_NAME = "results.parquet"
 #: rows assembled, and written as one row group, at a time
-BLOCK_ROWS = 16_384
+BLOCK_ROWS = 16384
 _SPILL = ".results-build"
-#: the results' columns whose values repeat: dictionary-encoded (the others only
-#: cost time so)
-_REPEATING = ["status", "model", "api", "finish_reason", "currency", "error_code"]
 
 Key = Callable[[str], pl.Expr]
+_NO_ANSWERS = pl.DataFrame(schema={**JOURNAL_SCHEMA, "_r": pl.UInt32()})
 
 
 def hashed_key(column: str) -> pl.Expr:
@@ -151,11 +151,13 @@ def write_results(
 
 
 @dataclass(frozen=True, slots=True)
-class _Unit:
-    """A part of a journal file to load, and the rows whose answers are in it."""
+class _Load:
+    """Records of a journal file to load at once (a run of a segment's row groups,
+    or a whole JSONL file), and the rows whose answers are among them."""
 
     file: AnswerFile
-    number: int
+    start: int  # positions in the file (a JSONL file is read whole)
+    end: int
     needed: pl.DataFrame  # _p (position in the file), _r (row in the register)
 
 
@@ -184,12 +186,7 @@ class _Build:
             return picked.collect()["_fingerprint"]
 
         billed = first_rows(keys, exact)
-        placed = (
-            keys.to_frame()
-            .with_row_index("_r")
-            .join(winners.select("_k", "_f", "_p"), on="_k", how="inner")
-            .select("_r", "_f", "_p")
-        )
+        placed = _place(keys, winners.select("_k", "_f", "_p"))
         del winners, keys
         schedule = self._schedule(files, placed)
         del placed
@@ -199,41 +196,52 @@ class _Build:
 
     def _schedule(
         self, files: list[AnswerFile], placed: pl.DataFrame
-    ) -> dict[int, list[_Unit]]:
-        """Block -> the units to load when assembly reaches it: those whose first
-        needed row is in it."""
-        schedule: dict[int, list[_Unit]] = defaultdict(list)
+    ) -> dict[int, list[_Load]]:
+        """Block -> what to load when assembly reaches it: each row group (or JSONL
+        file) at the block of the first row needing it, neighbouring row groups due
+        at the same block in one read."""
+        schedule: dict[int, list[_Load]] = defaultdict(list)
         by_file = placed.sort("_f", "_p").partition_by("_f", as_dict=True)
         for (number,), part in by_file.items():
             file = files[int(number)]
-            starts = pl.Series(unit_starts(file), dtype=pl.UInt32())
+            bounds = unit_bounds(file)
             units = part.with_columns(
-                (starts.search_sorted(part["_p"], side="right") - 1).alias("_u")
+                pl.Series(bounds, dtype=pl.UInt32())
+                .search_sorted(part["_p"], side="right")
+                .alias("_u")
+                - 1
             )
-            for (unit,), needed in units.partition_by("_u", as_dict=True).items():
-                first = int(needed["_r"].min()) // self.block_rows  # type: ignore[arg-type]
-                schedule[first].append(
-                    _Unit(file, int(unit), needed.select("_p", "_r"))
-                )
+            due = (pl.col("_r").min().over("_u") // self.block_rows).alias("_b")
+            units = units.with_columns(due)
+            for (block,), needed in units.partition_by("_b", as_dict=True).items():
+                # a run of neighbouring units: its number minus its rank is constant
+                run = (pl.col("_u") - pl.col("_u").rank("dense")).alias("_run")
+                for loaded in needed.with_columns(run).partition_by("_run"):
+                    used = loaded["_u"].unique().sort().to_list()
+                    start = bounds[used[0]]
+                    end = bounds[used[-1] + 1] if len(bounds) > 1 else 0
+                    schedule[block].append(
+                        _Load(file, start, end, loaded.select("_p", "_r"))
+                    )
         return schedule
 
     def _assemble(
-        self, tmp: Path, schedule: dict[int, list[_Unit]], billed: pl.Series
+        self, tmp: Path, schedule: dict[int, list[_Load]], billed: pl.Series
     ) -> Built:
+        """Write the results block by block, each encoded on a thread of its own
+        while the next one is assembled."""
         names = pq.ParquetFile(self.rows_path).schema_arrow.names
         kept = [c for c in names if not c.startswith("_") and c != "id"]
-        waiting = _Waiting(self.spill_dir, self.block_rows)
         built = Built()
-        writer: pq.ParquetWriter | None = None
-        try:
+
+        def blocks() -> Iterator[pl.DataFrame]:
+            waiting = _Waiting(self.spill_dir, self.block_rows)
             for block, rows in enumerate(_blocks(self.rows_path, self.block_rows)):
-                for unit in schedule.pop(block, []):
-                    for answers in _load(unit):
+                for load in schedule.pop(block, []):
+                    for answers in _load(load):
                         waiting.add(answers, now=block)
                 first = block * self.block_rows
-                joined = rows.with_row_index("_r", offset=first).join(
-                    waiting.take(block), on="_r", how="left", maintain_order="left"
-                )
+                joined = _attach(rows, waiting.take(block), first)
                 wrong = pl.col("fingerprint").is_not_null() & (
                     pl.col("fingerprint") != pl.col("_fingerprint")
                 ).fill_null(True)
@@ -241,33 +249,25 @@ class _Build:
                     raise _Misplaced
                 out = self._shape(joined, kept)
                 self._count(built, out, rows, billed.slice(first, rows.height))
-                table = out.to_arrow()
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        tmp,
-                        table.schema,
-                        compression="zstd",
-                        use_dictionary=[
-                            c for c in _REPEATING if c in table.schema.names
-                        ],
-                    )
-                elif table.schema != writer.schema:
-                    table = table.cast(writer.schema)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
+                yield out
+
+        with _Writer(tmp) as writer:
+            for out in blocks():
+                writer.write(out.to_arrow())
         return built
 
     def _count(
         self, built: Built, out: pl.DataFrame, rows: pl.DataFrame, billed: pl.Series
     ) -> None:
         built.tally.add(out.with_columns(billed.alias("_billed")))
-        scope = out.filter(rows["_in_scope"].fill_null(True))
-        built.rows += scope.height
-        built.pending += int(scope.select(self.resend.sum()).item() or 0)
-        for status, count in scope["status"].value_counts().iter_rows():
+        scope = out.select("status", "error_code", "retryable").filter(
+            rows["_in_scope"].fill_null(True)
+        )
+        counts = scope.group_by("status").agg(pl.len(), self.resend.sum().alias("p"))
+        for status, count, pending in counts.iter_rows():
             built.by_status[status] = built.by_status.get(status, 0) + int(count)
+            built.rows += int(count)
+            built.pending += int(pending or 0)
 
     def _shape(self, joined: pl.DataFrame, kept: list[str]) -> pl.DataFrame:
         """Register rows joined with their answers → the results' columns."""
@@ -302,23 +302,109 @@ class _Build:
         return out.select([columns[0], *kept, *typed, *columns[1:]])
 
 
-def _load(unit: _Unit) -> Iterator[pl.DataFrame]:
-    """The answers ``unit`` holds for the rows that need them, tagged with ``_r``."""
-    rows = unit.needed["_r"]
-    if unit.file.is_segment:
-        start = unit_starts(unit.file)[unit.number]
-        offsets = unit.needed["_p"] - start
-        answers = take_unit(unit.file, unit.number, JOURNAL_SCHEMA, offsets)
-        yield answers.with_columns(rows)
+class _Writer:
+    """A Parquet writer on a thread of its own (pyarrow encodes without the GIL),
+    so one block is written while the next is assembled; one block waits at most."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="results-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        writer: pq.ParquetWriter | None = None
+        try:
+            while (table := self._queue.get()) is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        self._path, table.schema, compression="zstd"
+                    )
+                elif table.schema != writer.schema:
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+        except BaseException as exc:  # noqa: BLE001 - handed to the assembling thread
+            self._error = exc
+            while self._queue.get() is not None:  # let the producer finish
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        self._raise()
+        self._queue.put(table)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise()
+
+
+def _place(keys: pl.Series, winners: pl.DataFrame) -> pl.DataFrame:
+    """Each register row (its key) → its answer's file and position (``_r``, ``_f``,
+    ``_p``), by binary search in the winners sorted by key: a join would hash a
+    million keys on each side."""
+    ordered = winners.sort("_k")
+    rows = keys.to_frame().with_row_index("_r").drop_nulls("_k")
+    if ordered.is_empty() or rows.is_empty():
+        return pl.DataFrame(schema={"_r": pl.UInt32(), **dict(ordered.schema)}).drop(
+            "_k"
+        )
+    at = ordered["_k"].search_sorted(rows["_k"]).clip(0, ordered.height - 1)
+    found = ordered["_k"].gather(at) == rows["_k"]
+    hits = at.filter(found)
+    return pl.DataFrame(
+        {
+            "_r": rows["_r"].filter(found),
+            "_f": ordered["_f"].gather(hits),
+            "_p": ordered["_p"].gather(hits),
+        }
+    )
+
+
+def _load(load: _Load) -> Iterator[pl.DataFrame]:
+    """The answers ``load`` holds for the rows that need them, tagged with ``_r``."""
+    if load.file.is_segment:
+        records = read_span(load.file, load.start, load.end, JOURNAL_SCHEMA)
+        yield _pick(records, load.needed, load.start)
         return
     start = 0  # a JSONL file, read whole (or its segment, if compacted meanwhile)
-    for records in read_records(unit.file, JOURNAL_SCHEMA):
+    for records in read_records(load.file, JOURNAL_SCHEMA):
         end = start + records.height
-        here = unit.needed.filter(pl.col("_p").is_between(start, end - 1))
+        here = load.needed.filter(pl.col("_p").is_between(start, end - 1))
         if here.height:
-            answers = records.gather(here["_p"] - start)
-            yield answers.with_columns(here["_r"])
+            yield _pick(records, here, start)
         start = end
+
+
+def _pick(records: pl.DataFrame, needed: pl.DataFrame, start: int) -> pl.DataFrame:
+    """The ``needed`` records (``_p`` from ``start``), tagged with their rows."""
+    offsets = needed["_p"] - start
+    every_one = needed.height == records.height and bool(
+        (offsets == pl.int_range(0, records.height, eager=True)).all()
+    )  # the usual case: each record once, in order
+    answers = records if every_one else records.gather(offsets)
+    return answers.with_columns(needed["_r"])
+
+
+def _attach(rows: pl.DataFrame, answers: pl.DataFrame, first: int) -> pl.DataFrame:
+    """Register ``rows`` (from row ``first``) beside their answers: by position
+    when every row has one (each has one at most), else by a join."""
+    if answers.height == rows.height:
+        return pl.concat([rows, answers.sort("_r").drop("_r")], how="horizontal")
+    return rows.with_row_index("_r", offset=first).join(
+        answers, on="_r", how="left", maintain_order="left"
+    )
 
 
 def _blocks(rows_path: Path, block_rows: int) -> Iterator[pl.DataFrame]:
@@ -339,7 +425,6 @@ class _Waiting:
         self._block_rows = block_rows
         self._held: dict[int, list[pl.DataFrame]] = defaultdict(list)
         self._spilled: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-        self._empty = pl.DataFrame(schema={**JOURNAL_SCHEMA, "_r": pl.UInt32()})
         self._schema: pa.Schema | None = None
 
     def add(self, answers: pl.DataFrame, *, now: int) -> None:
@@ -374,7 +459,7 @@ class _Waiting:
 
     def take(self, block: int) -> pl.DataFrame:
         """Every answer for ``block``, and forget them."""
-        frames = [self._empty, *self._held.pop(block, [])]
+        frames = [_NO_ANSWERS, *self._held.pop(block, [])]
         writer = self._spilled.pop(block, None)
         if writer is not None:
             writer.close()
@@ -400,7 +485,7 @@ def shared_ids(rows_path: Path) -> SharedIds:
         .select("id")
     )
     keys = ids.select(pl.col("id").hash()).collect()["id"]
-    candidates = keys.is_duplicated()
+    candidates = repeats(keys)
     if not candidates.any():
         return SharedIds(0, None)
     at = candidates.arg_true()

@@ -39,8 +39,8 @@ from batchkimi.store.files import (
 from batchkimi.store.schema import RECORD_SCHEMA
 
 #: JSON read (and compacted into one row group) at a time: memory stays flat however
-#: large a file is, and a results build loads a segment this much at a time
-CHUNK_BYTES = 8 << 20
+#: large a file is, and a results build can load a segment this little at a time
+CHUNK_BYTES = 2 << 20
 #: records read from a segment at a time, when all of them are read
 _BATCH_ROWS = 65_536
 #: the call that makes a segment durable (tests inject ENOSPC here)
@@ -73,26 +73,18 @@ def read_records(
     yield from _read_segment(file.path, schema)
 
 
-def unit_starts(file: AnswerFile) -> list[int]:
+def unit_bounds(file: AnswerFile) -> list[int]:
     """Where each part of ``file`` a reader can load on its own begins, as record
-    positions: a segment's row groups (one compaction chunk each); a JSONL file is
-    read whole, front to back."""
-    return _open(file.path).starts if file.is_segment else [0]
+    positions, and then where the last one ends: a segment's row groups (one
+    compaction chunk each). A JSONL file is one part, read whole: ``[0]``."""
+    return [*_open(file.path).starts, _open(file.path).rows] if file.is_segment else [0]
 
 
-def take_unit(
-    file: AnswerFile,
-    unit: int,
-    schema: Mapping[str, pl.DataType],
-    offsets: pl.Series,
+def read_span(
+    file: AnswerFile, start: int, end: int, schema: Mapping[str, pl.DataType]
 ) -> pl.DataFrame:
-    """The records at ``offsets`` (positions from the unit's start; repeats
-    allowed) of one row group of a segment, in that order."""
-    segment = _open(file.path)
-    start = segment.starts[unit]
-    end = segment.starts[unit + 1] if unit + 1 < len(segment.starts) else None
-    rows = segment.read(schema, start, None if end is None else end - start)
-    return rows.gather(offsets)
+    """Records ``start`` to ``end`` of a segment (best on row-group bounds)."""
+    return _open(file.path).read(schema, start, end - start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +97,7 @@ class _Segment:
     rows: int
 
     def read(
-        self, schema: Mapping[str, pl.DataType], start: int, length: int | None
+        self, schema: Mapping[str, pl.DataType], start: int, length: int
     ) -> pl.DataFrame:
         """Records ``start`` to ``start + length`` as a frame of exactly ``schema``:
         a column the segment lacks (written before it existed) is null."""
@@ -128,7 +120,7 @@ def _open_cached(path: Path, mtime_ns: int, size: int) -> _Segment:
         starts.append(at)
         at += metadata.row_group(group).num_rows
     columns = dict(pl.read_parquet_schema(path))
-    return _Segment(path, columns, starts or [0], at)
+    return _Segment(path, columns, starts, at)
 
 
 def _open(path: Path) -> _Segment:

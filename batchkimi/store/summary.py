@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from batchkimi.store.answers import repeats
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers
 from batchkimi.store.schema import RESULTS_SCHEMA
 
@@ -109,7 +110,7 @@ def first_rows(keys: pl.Series, exact: Callable[[pl.Series], pl.Series]) -> pl.S
     told apart by their values, which ``exact`` gives from their row numbers."""
     present = keys.is_not_null()
     first = keys.is_first_distinct() & present
-    repeated = keys.is_duplicated() & present
+    repeated = repeats(keys) & present
     if repeated.any():
         at = repeated.arg_true()
         first = first.scatter(at, exact(at).is_first_distinct())
@@ -141,8 +142,9 @@ class Tally:
     def add(self, rows: pl.DataFrame) -> None:
         self._parts.append(rows.group_by("model", "status").agg(_PARTS))
         for column, found in self._causes.items():
-            texts = rows.filter(_BILLED & pl.col(column).is_not_null())
-            found.append(texts.group_by("model", column).len())
+            if rows[column].null_count() < rows.height:  # most blocks have none
+                texts = rows.filter(_BILLED & pl.col(column).is_not_null())
+                found.append(texts.group_by("model", column).len())
         self._timings.append(rows.filter(_BILLED).select(list(_TIMINGS)))
 
     def summary(

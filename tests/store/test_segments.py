@@ -17,7 +17,7 @@ from polars.testing import assert_frame_equal
 
 from batchkimi.records import RowResult, RowStatus
 from batchkimi.store import segments as segments_module
-from batchkimi.store.answers import AnsweredSet, read_latest
+from batchkimi.store.answers import AnsweredSet, answered, read_latest
 from batchkimi.store.files import answer_files, journal_file, segment_file
 from batchkimi.store.journal import Journal, answered_fingerprints
 from batchkimi.store.results import exact_key, write_results
@@ -372,4 +372,16 @@ def test_typed_answer_columns_come_from_compacted_answers(tmp_path: Path) -> Non
     assert got["label"].to_list() == [
         *("good" if i % 2 else "bad" for i in range(12)),
         None,
+    ]
+
+
+def test_colliding_hashes_do_not_hide_an_answered_fingerprint(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    journal(state, [result(i) for i in range(8)] + [result(3)], rotate_bytes=ROTATE)
+    stands = pl.col("status") == "ok"
+    every_key_equal = pl.lit(7, pl.UInt64())
+    found = pl.concat(list(answered(state, stands, key=every_key_equal)))
+    assert sorted(found.to_list()) == [fp(i) for i in range(8)]
+    assert pl.concat(list(answered(state, stands))).sort().to_list() == [
+        fp(i) for i in range(8)
     ]
