@@ -7,7 +7,7 @@ truth), in memory that does not grow with the answers:
    (hashed to 8 bytes) and positions, nothing else;
 2. *placement*: each register row's answer as (file, position), by a join on the
    hashed key, and which row is the first of its request (it is billed);
-3. *assembly*: block by block of ``BLOCK_ROWS`` rows, in manifest order, the
+3. *assembly*: block by block (``block_rows_for``), in manifest order, the
    register's rows are joined with their answers and appended to the Parquet file.
    Answers are loaded a segment row group (a compaction chunk) at a time, when the
    first row needing one comes up; an answer for a row more than a block ahead
@@ -63,8 +63,17 @@ __all__ = [
 ]
 
 RESULTS_NAME = "results.parquet"
-#: rows assembled, and written as one row group, at a time
-BLOCK_ROWS = 16384
+#: rows assembled, and written as one row group, at a time: between these, about a
+#: 32nd of the rows (a block costs a few kilobytes a row while it is assembled, and
+#: some milliseconds whatever its size)
+BLOCK_ROWS = (4_096, 16_384)
+
+
+def block_rows_for(rows: int) -> int:
+    """Small jobs keep memory flat; large ones spread each block's fixed cost."""
+    return max(BLOCK_ROWS[0], min(BLOCK_ROWS[1], rows // 32))
+
+
 _SPILL = ".results-build"
 
 Key = Callable[[str], pl.Expr]
@@ -113,7 +122,7 @@ def write_results(
     api: str,
     answer_schema: Mapping[str, Any] | None = None,
     resend: pl.Expr | None = None,
-    block_rows: int = BLOCK_ROWS,
+    block_rows: int | None = None,
     key: Key = hashed_key,
 ) -> Built:
     """Build ``path`` from the register and the journal's newest results, in
@@ -132,7 +141,7 @@ def write_results(
         api,
         answer_schema,
         pl.lit(False) if resend is None else resend,
-        block_rows,
+        block_rows or block_rows_for(pq.read_metadata(rows_path).num_rows),
     )
     try:
         try:

@@ -40,7 +40,7 @@ from batchkimi.store.schema import RECORD_SCHEMA
 
 #: JSON read (and compacted into one row group) at a time: memory stays flat however
 #: large a file is, and a results build can load a segment this little at a time
-CHUNK_BYTES = 2 << 20
+CHUNK_BYTES = 512 << 10
 #: records read from a segment at a time, when all of them are read
 _BATCH_ROWS = 65_536
 #: the call that makes a segment durable (tests inject ENOSPC here)
@@ -51,7 +51,7 @@ def read_records(
     file: AnswerFile,
     schema: Mapping[str, pl.DataType],
     *,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> Iterator[pl.DataFrame]:
     """The records of ``file`` in order, as frames of ``schema``'s columns (which
     must include fingerprint), a few megabytes of JSON (or a segment) at a time.
@@ -68,7 +68,8 @@ def read_records(
             file = AnswerFile(file.stream, file.generation, segment, True)
         else:
             with handle:
-                yield from _read_journal(handle, file.end, schema, chunk_bytes)
+                chunk = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+                yield from _read_journal(handle, file.end, schema, chunk)
             return
     yield from _read_segment(file.path, schema)
 
