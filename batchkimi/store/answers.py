@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from batchkimi.store.files import AnswerFile, answer_files
-from batchkimi.store.segments import read_records
+from batchkimi.store.segments import Span, read_records
 
 #: a fingerprint in 8 bytes (a collision is told apart where it matters)
 HASHED = pl.col("fingerprint").hash()
@@ -34,10 +34,12 @@ def positions(
     *,
     key: pl.Expr | None = None,
     where: pl.Expr | None = None,
+    spans: dict[int, list[Span]] | None = None,
 ) -> pl.DataFrame:
     """Every record of ``files``: its position, ``columns`` and, with ``key``, a
     ``_k`` column computed from the fingerprint (which is then dropped). ``where``
-    keeps only some records, as they are read; positions count them all."""
+    keeps only some records, as they are read; positions count them all. ``spans``
+    is given the chunks of each JSONL file, by file number."""
     ranks = {name: rank for rank, name in enumerate(sorted({f.stream for f in files}))}
     wanted = {"fingerprint": pl.String(), **columns}
     if len(ranks) > 1:  # the order between streams needs it
@@ -60,7 +62,8 @@ def positions(
     frames = [place(pl.DataFrame(schema=wanted), 0, 0, 0)]  # the shape when empty
     for number, file in enumerate(files):
         start = 0
-        for frame in read_records(file, wanted):
+        chunks = None if spans is None else spans.setdefault(number, [])
+        for frame in read_records(file, wanted, spans=chunks):
             frames.append(place(frame, number, start, ranks[file.stream]))
             start += frame.height
     return pl.concat(frames, rechunk=False)  # no second copy of them all

@@ -46,7 +46,13 @@ from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
-from batchkimi.store.segments import read_records, read_span, unit_bounds
+from batchkimi.store.segments import (
+    Span,
+    read_records,
+    read_span,
+    read_spans,
+    unit_bounds,
+)
 from batchkimi.store.summary import Tally, first_rows
 
 __all__ = [
@@ -165,9 +171,10 @@ class _Load:
     or a whole JSONL file), and the rows whose answers are among them."""
 
     file: AnswerFile
-    start: int  # positions in the file (a JSONL file is read whole)
+    start: int  # positions in the file
     end: int
     needed: pl.DataFrame  # _p (position in the file), _r (row in the register)
+    chunks: list[Span]  # a JSONL file's chunks to read (none: read it whole)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +189,10 @@ class _Build:
 
     def write(self, tmp: Path, key: Key) -> Built:
         files = answer_files(self.state_dir)
-        winners = newest(positions(files, {}, key=key("fingerprint")), key="_k")
+        spans: dict[int, list[Span]] = {}
+        records = positions(files, {}, key=key("fingerprint"), spans=spans)
+        winners = newest(records, key="_k")
+        del records
         register = pl.scan_parquet(self.rows_path).select("_fingerprint")
         keys = register.select(
             pl.when(pl.col("_fingerprint").is_not_null())
@@ -197,23 +207,30 @@ class _Build:
         billed = first_rows(keys, exact)
         placed = _place(keys, winners.select("_k", "_f", "_p"))
         del winners, keys
-        schedule = self._schedule(files, placed)
+        schedule = self._schedule(files, spans, placed)
         del placed
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         self.spill_dir.mkdir()
         return self._assemble(tmp, schedule, billed)
 
     def _schedule(
-        self, files: list[AnswerFile], placed: pl.DataFrame
+        self,
+        files: list[AnswerFile],
+        spans: dict[int, list[Span]],
+        placed: pl.DataFrame,
     ) -> dict[int, list[_Load]]:
         """Block -> what to load when assembly reaches it: each row group (or JSONL
-        file) at the block of the first row needing it, neighbouring row groups due
-        at the same block in one read."""
+        chunk) at the block of the first row needing it, neighbouring ones due at
+        the same block in one load."""
         schedule: dict[int, list[_Load]] = defaultdict(list)
         by_file = placed.sort("_f", "_p").partition_by("_f", as_dict=True)
         for (number,), part in by_file.items():
-            file = files[int(number)]
-            bounds = unit_bounds(file)
+            file, chunks = files[int(number)], spans.get(int(number), [])
+            bounds = (
+                unit_bounds(file)
+                if file.is_segment or not chunks
+                else [*(c.first for c in chunks), chunks[-1].first + chunks[-1].records]
+            )
             units = part.with_columns(
                 pl.Series(bounds, dtype=pl.UInt32())
                 .search_sorted(part["_p"], side="right")
@@ -229,8 +246,9 @@ class _Build:
                     used = loaded["_u"].unique().sort().to_list()
                     start = bounds[used[0]]
                     end = bounds[used[-1] + 1] if len(bounds) > 1 else 0
+                    chunked = chunks[used[0] : used[-1] + 1] if chunks else []
                     schedule[block].append(
-                        _Load(file, start, end, loaded.select("_p", "_r"))
+                        _Load(file, start, end, loaded.select("_p", "_r"), chunked)
                     )
         return schedule
 
@@ -387,8 +405,13 @@ def _load(load: _Load) -> Iterator[pl.DataFrame]:
         records = read_span(load.file, load.start, load.end, JOURNAL_SCHEMA)
         yield _pick(records, load.needed, load.start)
         return
-    start = 0  # a JSONL file, read whole (or its segment, if compacted meanwhile)
-    for records in read_records(load.file, JOURNAL_SCHEMA):
+    frames = (
+        read_spans(load.file, load.chunks, JOURNAL_SCHEMA)
+        if load.chunks
+        else read_records(load.file, JOURNAL_SCHEMA)  # compacted as it was listed
+    )
+    start = load.start
+    for records in frames:
         end = start + records.height
         here = load.needed.filter(pl.col("_p").is_between(start, end - 1))
         if here.height:

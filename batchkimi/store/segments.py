@@ -38,9 +38,12 @@ from batchkimi.store.files import (
 )
 from batchkimi.store.schema import RECORD_SCHEMA
 
-#: JSON read (and compacted into one row group) at a time: memory stays flat however
-#: large a file is, and a results build can load a segment this little at a time
+#: JSON compacted into one row group at a time: memory stays flat however large a
+#: file is, and a results build can load a segment this little at a time
 CHUNK_BYTES = 512 << 10
+#: JSON parsed at a time by readers (a results build loads a JSONL file a chunk at
+#: a time too)
+READ_CHUNK_BYTES = 2 << 20
 #: records read from a segment at a time, when all of them are read
 _BATCH_ROWS = 65_536
 #: the call that makes a segment durable (tests inject ENOSPC here)
@@ -52,13 +55,16 @@ def read_records(
     schema: Mapping[str, pl.DataType],
     *,
     chunk_bytes: int | None = None,
+    spans: list[Span] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """The records of ``file`` in order, as frames of ``schema``'s columns (which
     must include fingerprint), a few megabytes of JSON (or a segment) at a time.
 
     A column a segment lacks (written before the column existed) is null. Records
     without a fingerprint (only a damaged disk makes one) are skipped, the same way
-    by every reader and by compaction, so positions agree between them.
+    by every reader and by compaction, so positions agree between them. For a JSONL
+    file, ``spans`` is given each chunk's bytes and records, to read it again
+    (``read_spans``).
     """
     if not file.is_segment:
         try:
@@ -68,10 +74,29 @@ def read_records(
             file = AnswerFile(file.stream, file.generation, segment, True)
         else:
             with handle:
-                chunk = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-                yield from _read_journal(handle, file.end, schema, chunk)
+                chunk = READ_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+                yield from _read_journal(handle, file.end, schema, chunk, spans)
             return
     yield from _read_segment(file.path, schema)
+
+
+def read_spans(
+    file: AnswerFile, spans: list[Span], schema: Mapping[str, pl.DataType]
+) -> Iterator[pl.DataFrame]:
+    """Chunks of a JSONL file again, as a first ``read_records`` found them: each
+    parsed on its own, so the same lines are kept. If the file was compacted since,
+    the same records are read from its segment."""
+    try:
+        handle = file.path.open("rb")
+    except FileNotFoundError:
+        segment = _open(file.path.parent / segment_file(file.stream, file.generation))
+        for span in spans:
+            yield segment.read(schema, span.first, span.records)
+        return
+    with handle:
+        for span in spans:
+            handle.seek(span.start)
+            yield parse_lines(handle.read(span.end - span.start), schema)
 
 
 def unit_bounds(file: AnswerFile) -> list[int]:
@@ -86,6 +111,16 @@ def read_span(
 ) -> pl.DataFrame:
     """Records ``start`` to ``end`` of a segment (best on row-group bounds)."""
     return _open(file.path).read(schema, start, end - start)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A chunk of a JSONL file as read: its bytes, and its records' positions."""
+
+    start: int
+    end: int
+    first: int
+    records: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +147,7 @@ class _Segment:
         return frame.collect()
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=256)
 def _open_cached(path: Path, mtime_ns: int, size: int) -> _Segment:
     del mtime_ns, size  # the cache key: a segment is never rewritten, but be sure
     metadata = pq.read_metadata(path)
@@ -143,8 +178,10 @@ def _read_journal(
     end: int,
     schema: Mapping[str, pl.DataType],
     chunk_bytes: int,
+    spans: list[Span] | None,
 ) -> Iterator[pl.DataFrame]:
     carry = b""
+    at = first = 0  # the carry's offset in the file; records so far
     remaining = end
     while remaining > 0:
         block = handle.read(min(chunk_bytes, remaining))
@@ -155,9 +192,16 @@ def _read_journal(
         cut = data.rfind(b"\n") + 1 if remaining > 0 else len(data)
         carry = data[cut:]
         if cut:
-            yield parse_lines(data[:cut], schema)
+            frame = parse_lines(data[:cut], schema)
+            if spans is not None:
+                spans.append(Span(at, at + cut, first, frame.height))
+            at, first = at + cut, first + frame.height
+            yield frame
     if carry:
-        yield parse_lines(carry, schema)
+        frame = parse_lines(carry, schema)
+        if spans is not None:
+            spans.append(Span(at, at + len(carry), first, frame.height))
+        yield frame
 
 
 def parse_lines(data: bytes, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
@@ -197,7 +241,7 @@ def compact(state_dir: Path, stream: str, generation: int) -> Path:
     sealed = AnswerFile(stream, generation, source, False, source.stat().st_size)
     try:
         with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
-            for frame in read_records(sealed, RECORD_SCHEMA):
+            for frame in read_records(sealed, RECORD_SCHEMA, chunk_bytes=CHUNK_BYTES):
                 writer.write_table(frame.to_arrow().cast(arrow_schema))
         with tmp.open("rb") as handle:
             _fsync(handle.fileno())

@@ -23,7 +23,7 @@ from batchkimi.store.journal import Journal, answered_fingerprints
 from batchkimi.store.results import exact_key, write_results
 from batchkimi.store.rows import RowRegister
 from batchkimi.store.schema import JOURNAL_SCHEMA
-from batchkimi.store.segments import read_records
+from batchkimi.store.segments import Span, read_records, read_spans
 from batchkimi.store.summary import build_summary
 from batchkimi.store.unfinished import unfinished_answers
 
@@ -385,3 +385,23 @@ def test_colliding_hashes_do_not_hide_an_answered_fingerprint(tmp_path: Path) ->
     assert pl.concat(list(answered(state, stands))).sort().to_list() == [
         fp(i) for i in range(8)
     ]
+
+
+def test_a_jsonl_journal_is_read_chunk_by_chunk_and_again_from_its_segment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A results build reads a JSONL journal's chunks as it needs them, even if the
+    file is compacted between the two reads."""
+    monkeypatch.setattr(segments_module, "READ_CHUNK_BYTES", 2_000)
+    state = tmp_path / "s"
+    journal(state, [result(i) for i in reversed(range(30))], rotate_bytes=1 << 30)
+    rows = register(state, [fp(i) for i in range(30)])
+    expected = build(state, rows, block_rows=1_000)
+    assert_frame_equal(build(state, rows, block_rows=4), expected)
+    listed = answer_files(state)[0]
+    spans: list[Span] = []
+    first = pl.concat(list(read_records(listed, JOURNAL_SCHEMA, spans=spans)))
+    assert len(spans) > 5
+    Journal.open(state, rotate_bytes=10)[0].close()  # now compacted
+    again = pl.concat(list(read_spans(listed, spans, JOURNAL_SCHEMA)))
+    assert_frame_equal(again, first)
