@@ -35,17 +35,24 @@ def positions(
     key: pl.Expr | None = None,
     where: pl.Expr | None = None,
     spans: dict[int, list[Span]] | None = None,
+    derive: Mapping[str, pl.Expr] | None = None,
 ) -> pl.DataFrame:
     """Every record of ``files``: its position, ``columns`` and, with ``key``, a
     ``_k`` column computed from the fingerprint (which is then dropped). ``where``
     keeps only some records, as they are read; positions count them all. ``spans``
-    is given the chunks of each JSONL file, by file number."""
+    is given the chunks of each JSONL file, by file number. With ``derive``, its
+    expressions (over ``columns``) are kept instead of ``columns``."""
     ranks = {name: rank for rank, name in enumerate(sorted({f.stream for f in files}))}
     wanted = {"fingerprint": pl.String(), **columns}
     if len(ranks) > 1:  # the order between streams needs it
         wanted.setdefault("finished_at", pl.String())
-    keep = [c for c in wanted if key is None or c != "fingerprint"]
-    keep += [*(["_k"] if key is not None else []), *POSITION]
+    derived = dict(derive or {})
+    keep = [
+        c
+        for c in wanted
+        if (key is None or c != "fingerprint") and (not derived or c not in columns)
+    ]
+    keep += [*derived, *(["_k"] if key is not None else []), *POSITION]
 
     def place(frame: pl.DataFrame, number: int, start: int, rank: int) -> pl.DataFrame:
         placed = frame.with_columns(
@@ -57,6 +64,8 @@ def positions(
             placed = placed.filter(where)
         if key is not None:
             placed = placed.with_columns(key.alias("_k"))
+        if derived:
+            placed = placed.with_columns(e.alias(n) for n, e in derived.items())
         return placed.select(keep)
 
     frames = [place(pl.DataFrame(schema=wanted), 0, 0, 0)]  # the shape when empty
@@ -108,7 +117,7 @@ def answered(
     status, error_code and retryable), a journal file's worth at a time.
 
     The newest records are found from fingerprints hashed to 8 bytes; only the
-    fingerprints of those that stand are then read, so memory holds about 50 bytes
+    fingerprints of those that stand are then read, so memory holds about 20 bytes
     a record. Fingerprints whose hash repeats are compared whole: on a collision
     between two different fingerprints, it all runs again on the fingerprints
     themselves.
@@ -119,7 +128,8 @@ def answered(
         "error_code": pl.String(),
         "retryable": pl.Boolean(),
     }
-    records = positions(files, columns, key=key)
+    # whether each record stands, not its status and error code: a byte a record
+    records = positions(files, columns, key=key, derive={"_stands": stands})
     repeated = records.filter(repeats(records["_k"]))
     if repeated.height:
         fingerprints = _fingerprints_at(files, repeated)
@@ -127,7 +137,7 @@ def answered(
             exact = newest(positions(files, columns)).filter(stands)
             yield exact["fingerprint"]
             return
-    newest_ones = pl.lit(newest_mask(records, "_k")) & stands
+    newest_ones = pl.lit(newest_mask(records, "_k")) & pl.col("_stands")
     standing = records.select(pl.col("_f", "_p").filter(newest_ones))
     for (number,), part in standing.partition_by("_f", as_dict=True).items():
         yield _fingerprints_at([files[int(number)]], part.with_columns(_f=0))
