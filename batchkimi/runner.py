@@ -513,6 +513,9 @@ def _write_outputs(
     elapsed_s: float,
 ) -> RunOutcome:
     answer = spec.answer
+    # the row source is spent: its sets (a string per row) go before the build
+    source.done.clear()
+    source.seen.clear()
     # streamed from the register and the journal, counting as it goes: flat memory
     built = write_results(
         source.register.path,

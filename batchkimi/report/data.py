@@ -1,8 +1,9 @@
 """Load what a run left in its output folder, finished or not.
 
 A finished run's ``results.parquet`` is the record. While a run is going (or after one
-was killed) the journal is newer than the results, and holds every answer received so
-far; the report then reads the journal and says it is partial. ``plan.json``, when
+was killed) the journal (its JSONL files and compacted segments) is newer than the
+results, and holds every answer received so far; the report then reads the journal
+and says it is partial. ``plan.json``, when
 ``batchkimi plan`` left one, is the estimate to compare the bill with.
 """
 

@@ -19,7 +19,7 @@ from batchkimi.records import RowResult, RowStatus
 from batchkimi.store import segments as segments_module
 from batchkimi.store.answers import AnsweredSet, answered, read_latest
 from batchkimi.store.files import answer_files, journal_file, segment_file
-from batchkimi.store.journal import Journal, answered_fingerprints
+from batchkimi.store.journal import Journal, answered_fingerprints, answered_set
 from batchkimi.store.results import exact_key, write_results
 from batchkimi.store.rows import RowRegister
 from batchkimi.store.schema import JOURNAL_SCHEMA
@@ -276,6 +276,9 @@ def test_answered_fingerprints_and_unfinished_answers_read_segments(
     assert answered_fingerprints(state, frozenset({"error"})) == {
         fp(i) for i in range(10)
     }
+    batch = pl.Series([fp(i) for i in range(14)])
+    unanswered = answered_set(state, frozenset()).unanswered(batch)
+    assert unanswered.arg_true().to_list() == [10, 12, 13]
     owed = unfinished_answers(state)
     assert list(owed) == [fp(12)]
     assert owed[fp(12)].repair_causes == {"invalid": 1}
