@@ -164,7 +164,7 @@ class AnsweredSet:
     in one vectorised call (``unanswered``): a binary search on the hashes, then
     the fingerprints found compared whole, so a collision never passes for an
     answer. This is how a row source that builds its fingerprints with polars
-    should ask; ``in`` works too, one at a time, but costs microseconds a call.
+    should ask; ``in`` works too, one at a time, but costs about a millisecond.
     """
 
     def __init__(self, fingerprints: Iterable[str] | pl.Series) -> None:
