@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
 from batchkimi.errors import ConfigError
-from batchkimi.prepare import prepare_job
 from batchkimi.settings import Job, Source, load_job, read_job_file
 
 if TYPE_CHECKING:
@@ -41,8 +40,8 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from batchkimi.outcome import RunObserver, RunOutcome
     from batchkimi.planner import Plan
-    from batchkimi.runner import RunObserver, RunOutcome
 
 T = TypeVar("T")
 _ORIGIN = "batchkimi.run()"
@@ -84,10 +83,9 @@ def run(
     """
     import polars as pl
 
-    with _simulated(simulate) as url:
+    with simulated(simulate) as url:
         resolved = _resolve(manifest, job, settings, url)
-        api_key = _key(key, simulate)
-        outcome = _in_own_loop(lambda: _run(resolved, api_key, observer))
+        outcome = execute(resolved, _key(key, simulate), observer=observer)
     if outcome.fatal is not None:
         raise outcome.fatal
     if outcome.exit_code == 3:
@@ -111,8 +109,9 @@ def plan(
     """What ``run`` would send and what it would cost, with nothing sent: the same
     checks as a run, and ``plan.json`` saved when the job has an output folder."""
     from batchkimi.planner import make_plan, save_plan
+    from batchkimi.prepare import prepare_job
 
-    with _simulated(simulate) as url:
+    with simulated(simulate) as url:
         resolved = _resolve(manifest, job, settings, url, output_needed=False)
         made = make_plan(prepare_job(resolved))
     if resolved.writing.output is not None:
@@ -123,10 +122,38 @@ def plan(
 # --- the pieces -----------------------------------------------------------------
 
 
-async def _run(resolved: Job, key: ApiKey, observer: RunObserver | None) -> RunOutcome:
+def execute(
+    job: Job,
+    key: ApiKey,
+    *,
+    observer: RunObserver | None = None,
+    handle_signals: bool = False,
+) -> RunOutcome:
+    """Run ``job`` as ``batchkimi run`` does (the command line calls this): a job
+    whose outputs are current is answered from its state before anything heavy is
+    loaded; otherwise it is prepared (every check of ``plan``) and run."""
+    from batchkimi.outcome import SilentObserver
+    from batchkimi.prepare import check_settings
+    from batchkimi.store.state import finished_outcome
+
+    told = observer or SilentObserver()
+    check_settings(job)  # what plan refuses, a finished job's re-run refuses too
+    done = finished_outcome(
+        job.output,
+        job.reading.shard_label,
+        job.reading.input,
+        job.results_settings(),
+        told.on_info,
+    )
+    if done is not None:
+        return done
+    from batchkimi.prepare import prepare_job
     from batchkimi.runner import run_job
 
-    return await run_job(prepare_job(resolved), key, observer=observer)
+    prepared = prepare_job(job)
+    return _in_own_loop(
+        lambda: run_job(prepared, key, observer=told, handle_signals=handle_signals)
+    )
 
 
 def _resolve(
@@ -224,7 +251,8 @@ def _key(key: str | None, simulate: bool) -> ApiKey:
 
 
 @contextmanager
-def _simulated(enabled: bool) -> Iterator[str | None]:
+def simulated(enabled: bool) -> Iterator[str | None]:
+    """``--simulate``: the bundled simulator on loopback, for as long as it is used."""
     if not enabled:
         yield None
         return

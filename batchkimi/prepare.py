@@ -10,23 +10,19 @@ runner is only the running.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from batchkimi.api.failures import known_codes, looks_like_service_code
 from batchkimi.errors import ConfigError, ManifestError
 from batchkimi.estimate import EXPLICIT_CACHE_MIN_TOKENS
-from batchkimi.manifest.reader import (
-    Manifest,
-    check_rows,
-    column_list,
-    open_manifest,
-)
-from batchkimi.manifest.requests import ROW_CODES, RequestBuilder
-from batchkimi.media.preflight import MediaSettings, media_settings
 from batchkimi.pricing import PriceTable, load_prices
 from batchkimi.records import RowStatus
-from batchkimi.schedule.outcome import OUTCOME_CODES
 from batchkimi.settings import Job
-from batchkimi.store.results import OUTPUT_COLUMNS
+
+if TYPE_CHECKING:  # the manifest's side is loaded only when a run has work to do
+    from batchkimi.manifest.reader import Manifest
+    from batchkimi.manifest.requests import RequestBuilder
+    from batchkimi.media.preflight import MediaSettings
+
 
 #: statuses a row may be sent again from (an ok answer always stands)
 RERUN_STATUSES = tuple(s.value for s in RowStatus if s is not RowStatus.OK)
@@ -49,6 +45,8 @@ class PreparedJob:
         """Parse every row once, so a line that breaks on row 900,000 stops the job
         before the first send; a manifest with no rows is refused too."""
         if self.rows is None:
+            from batchkimi.manifest.reader import check_rows
+
             self.rows = check_rows(self.manifest)
             if self.rows == 0:
                 problem = "has no rows: there is nothing to send"
@@ -69,11 +67,22 @@ def uncached_note(rows: int) -> str:
     )
 
 
-def prepare_job(job: Job) -> PreparedJob:
-    """Check everything that can be checked before reading every row."""
+def check_settings(job: Job) -> PriceTable:
+    """The checks that need no manifest (prices, what is sent again, the budget):
+    cheap enough for a finished job's re-run to make before it answers."""
     prices = load_prices(job.writing.prices)
     _check_rerun(job)
     _check_budget(job, prices)
+    return prices
+
+
+def prepare_job(job: Job) -> PreparedJob:
+    """Check everything that can be checked before reading every row."""
+    from batchkimi.manifest.reader import open_manifest
+    from batchkimi.manifest.requests import RequestBuilder
+    from batchkimi.media.preflight import media_settings
+
+    prices = check_settings(job)
     manifest = open_manifest(job.reading.input)
     kept = kept_columns(job, manifest)
     builder = RequestBuilder(job, manifest.columns, str(job.reading.input))
@@ -82,6 +91,9 @@ def prepare_job(job: Job) -> PreparedJob:
 
 def kept_columns(job: Job, manifest: Manifest) -> dict[str, str]:
     """Manifest column → output column for the input columns the job keeps."""
+    from batchkimi.manifest.reader import column_list
+    from batchkimi.store.schema import OUTPUT_COLUMNS
+
     keep = job.reading.keep_columns
     wanted = list(keep) if keep is not None else manifest.columns
     missing = [c for c in wanted if c not in manifest.columns]
@@ -102,6 +114,12 @@ def kept_columns(job: Job, manifest: Manifest) -> dict[str, str]:
 def _check_rerun(job: Job) -> None:
     """``--rerun`` names statuses or error codes batchkimi records; anything else
     (a typo, ``ok``) would silently send nothing again."""
+    if not job.writing.rerun:
+        return
+    from batchkimi.api.failures import known_codes, looks_like_service_code
+    from batchkimi.manifest.requests import ROW_CODES
+    from batchkimi.schedule.outcome import OUTCOME_CODES
+
     known = set(RERUN_STATUSES) | known_codes() | ROW_CODES | OUTCOME_CODES
     unknown = [
         item

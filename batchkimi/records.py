@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+#: the error code of a paid answer batchkimi failed to process (a bug of ours): kept,
+#: and processed again by the next run without sending the row
+UNPROCESSED = "unprocessed_answer"
+
 
 class RowStatus(StrEnum):
     OK = "ok"

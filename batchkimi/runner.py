@@ -9,17 +9,14 @@ the outputs are rebuilt from it unless a second signal asked to stop at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-import polars as pl
 
 from batchkimi.answers.check import AnswerChecker
 from batchkimi.api import protocol_for
@@ -30,8 +27,11 @@ from batchkimi.errors import ConfigError, FatalApiError, ManifestError
 from batchkimi.manifest.keys import shard_of
 from batchkimi.manifest.reader import Manifest
 from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.outcome import RunObserver as RunObserver  # where it was
+from batchkimi.outcome import RunOutcome as RunOutcome  # where it was
+from batchkimi.outcome import SilentObserver
 from batchkimi.prepare import PreparedJob, uncached_note
-from batchkimi.records import RowRequest, RowResult, RowStatus
+from batchkimi.records import RowRequest, RowResult
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
     LimitStore,
@@ -52,11 +52,16 @@ from batchkimi.store.journal import (
     resend_condition,
 )
 from batchkimi.store.lock import OutputLock, outputs_lock
-from batchkimi.store.results import RESULTS_NAME, build_results
-from batchkimi.store.results import write_atomically as write_results
+from batchkimi.store.results import (
+    RESULTS_NAME,
+    SharedIds,
+    shared_ids,
+    write_results,
+)
 from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
 from batchkimi.store.state import (
     RunState,
+    already_current,
     current_state,
     inputs_key,
     journal_sizes,
@@ -64,7 +69,7 @@ from batchkimi.store.state import (
     save_state,
     stamp_manifest,
 )
-from batchkimi.store.summary import SUMMARY_NAME, build_summary, write_summary
+from batchkimi.store.summary import SUMMARY_NAME, write_summary
 from batchkimi.store.unfinished import answers_in_hand
 from batchkimi.uploads import TemporaryUploader
 from batchkimi.urlcheck import UrlChecker
@@ -72,57 +77,6 @@ from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class RunObserver(Protocol):
-    """What the CLI's progress display and JSON log listen to."""
-
-    def on_start(self, *, total_rows: int | None, already_done: int) -> None: ...
-
-    def on_result(self, result: RowResult) -> None: ...
-
-    def on_retry(self, row_id: str, code: str, attempt: int) -> None: ...
-
-    def on_warning(self, message: str) -> None: ...
-
-    def on_info(self, message: str) -> None: ...
-
-    def on_stop(self, reason: str, detail: str) -> None: ...
-
-
-class _SilentObserver:
-    def on_start(self, *, total_rows: int | None, already_done: int) -> None:
-        pass
-
-    def on_result(self, result: RowResult) -> None:
-        pass
-
-    def on_retry(self, row_id: str, code: str, attempt: int) -> None:
-        pass
-
-    def on_warning(self, message: str) -> None:
-        pass
-
-    def on_info(self, message: str) -> None:
-        pass
-
-    def on_stop(self, reason: str, detail: str) -> None:
-        pass
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    exit_code: int
-    output: Path
-    by_status: dict[str, int]
-    sent: int
-    summary: dict[str, Any]
-    stop_reason: str | None = None
-    stop_detail: str = ""
-    fatal: FatalApiError | None = None
-    warnings: list[str] = field(default_factory=list)
-    results_written: bool = True
-    pending: int = 0  # in-scope rows the next run would send
 
 
 class _RowSource:
@@ -253,7 +207,7 @@ async def run_job(
             key,
             state,
             clock=clock or SystemClock(),
-            observer=observer or _SilentObserver(),
+            observer=observer or SilentObserver(),
             transport=transport,
             handle_signals=handle_signals,
         )
@@ -488,18 +442,7 @@ async def _run_locked(
 
 def _already_current(job: Job, state: RunState, observer: RunObserver) -> RunOutcome:
     """A finished job, run again on the same inputs: nothing to send or rebuild."""
-    observer.on_info(
-        f"nothing to do: all {state.rows:,} rows have their results and "
-        "results.parquet is current (--retry-errors or --rerun sends failed rows again)"
-    )
-    summary = json.loads((job.output / SUMMARY_NAME).read_text("utf-8"))
-    return RunOutcome(
-        exit_code=state.exit_code,
-        output=job.output,
-        by_status=state.by_status,
-        sent=0,
-        summary=summary,
-    )
+    return already_current(job.output, state, observer.on_info)
 
 
 def _limit_store(job: Job, key: ApiKey, observer: RunObserver) -> LimitStore:
@@ -550,30 +493,31 @@ def _write_outputs(
     elapsed_s: float,
 ) -> RunOutcome:
     answer = job.asking.answer
-    frame = build_results(
+    # the row source is spent: its sets (a string per row) go before the build
+    source.done.clear()
+    source.seen.clear()
+    # streamed from the register and the journal, counting as it goes: flat memory
+    built = write_results(
         source.register.path,
         state,
+        job.output / RESULTS_NAME,
         api=job.connection.api,
         answer_schema=answer.schema if answer is not None else None,
+        # rows the next run would send: what is re-sent anyway, and what never was
+        resend=resend_condition(job.writing.rerun_set | {"skipped"}),
     )
-    scope = frame.filter(frame["_in_scope"].fill_null(True))
-    frame = frame.drop("_in_scope")
-    by_status = {s.value: 0 for s in RowStatus}
-    for status, count in scope["status"].value_counts().iter_rows():
-        by_status[status] = int(count)
-    # rows the next run would send: what is re-sent anyway, and what was never sent
-    pending = scope.filter(resend_condition(job.writing.rerun_set | {"skipped"})).height
-    shared_ids = (  # derived ids repeat only for identical rows: no surprise there
-        scope.filter(scope["id"].is_duplicated())["id"]
+    by_status, pending = built.by_status, built.pending
+    shared = (  # derived ids repeat only for identical rows: no surprise there
+        shared_ids(source.register.path)
         if source.builder.col("id") in source.builder.present
-        else pl.Series("id", [], pl.String)
+        else SharedIds(0, None)
     )
     stop_reason = stop.reason
     if fatal is not None:
         exit_code, stop_reason = 5, "fatal"
     elif stop_reason is not None:
         exit_code = 3
-    elif by_status["ok"] < scope.height:
+    elif by_status["ok"] < built.rows:
         exit_code = 1
     else:
         exit_code = 0
@@ -596,13 +540,10 @@ def _write_outputs(
         "duplicate_rows_this_run": source.duplicates,
         # rows whose id another row also has: results keep them all, but a join on
         # id would not tell them apart
-        "rows_with_shared_id": shared_ids.len(),
-        "first_shared_id": shared_ids[0] if shared_ids.len() else None,
+        "rows_with_shared_id": shared.rows,
+        "first_shared_id": shared.first,
     }
-    summary = build_summary(
-        frame, run=run_info, elapsed_s=elapsed_s, sent_this_run=sent
-    )
-    write_results(frame, job.output / RESULTS_NAME)
+    summary = built.summary(run=run_info, elapsed_s=elapsed_s, sent_this_run=sent)
     write_summary(summary, job.output / SUMMARY_NAME)
     return RunOutcome(
         exit_code=exit_code,

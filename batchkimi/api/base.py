@@ -13,7 +13,15 @@ from typing import Any, Protocol
 from batchkimi import jsoncodec
 from batchkimi.api.failures import classify_failure
 from batchkimi.api.sse import SseDecoder, SseEvent, looks_like_sse
-from batchkimi.records import Completion, Failure, RowRequest, Tool, ToolCall, Usage
+from batchkimi.records import (
+    UNPROCESSED,
+    Completion,
+    Failure,
+    RowRequest,
+    Tool,
+    ToolCall,
+    Usage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +272,6 @@ def parse_tool_calls(raw: Any) -> tuple[ToolCall, ...]:
     joiner = ToolCallJoiner()
     joiner.feed(raw)
     return joiner.calls()
-
-
-#: a 200 whose body could not be read (the code results record it under)
-UNPROCESSED = "unprocessed_answer"
 
 
 def unreadable(raw: bytes | str, exc: Exception) -> Failure:

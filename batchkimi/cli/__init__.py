@@ -1,34 +1,90 @@
-"""The ``batchkimi`` command: the one place errors become messages and exit codes."""
+"""The ``batchkimi`` command: the one place errors become messages and exit codes.
+
+A command's module is imported only when that command runs, so ``--help`` and
+``--version`` load click and nothing more. Each command's one-line help is kept here
+for the command list; a test holds it equal to the command's own.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import os
 import sys
 import warnings
 
 import click
-from PIL import Image
 
-from batchkimi.cli.console import safe
-from batchkimi.cli.models import models_command
-from batchkimi.cli.plan import plan_command
-from batchkimi.cli.report import report_command
-from batchkimi.cli.run import run_command
-from batchkimi.cli.simulator import simulator_command
 from batchkimi.errors import BatchkimiError
+from batchkimi.printable import printable
 from batchkimi.version import __version__
+
+#: name -> (module, attribute, the first paragraph of the command's help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": (
+        "batchkimi.cli.run",
+        "run_command",
+        "Run a job: send every manifest row to Kimi and write results.parquet.",
+    ),
+    "plan": (
+        "batchkimi.cli.plan",
+        "plan_command",
+        "Check every row as a run would and estimate tokens, cost and time; send "
+        "nothing.",
+    ),
+    "report": (
+        "batchkimi.cli.report",
+        "report_command",
+        "Summarise the run in OUTPUT (finished, going, or cut short).",
+    ),
+    "models": (
+        "batchkimi.cli.models",
+        "models_command",
+        "List the Kimi models: inputs, thinking, defaults, limits, prices, retirement.",
+    ),
+    "simulator": (
+        "batchkimi.cli.simulator",
+        "simulator_command",
+        "Serve a local Model Studio (both APIs) for tests, demos and benchmarks.",
+    ),
+}
 
 
 class _Group(click.Group):
-    """Renders batchkimi's own errors as one line on stderr, with their exit code."""
+    """Loads a command when it is called; renders batchkimi's own errors as one line
+    on stderr, with their exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            msg = f"{module}.{attribute} is not a click command"
+            raise TypeError(msg)
+        return command
+
+    def format_commands(
+        self, ctx: click.Context, formatter: click.HelpFormatter
+    ) -> None:
+        """The command list from the help kept above, importing no command."""
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        # a bare Command shortens the help exactly as the real one would
+        names = self.list_commands(ctx)
+        stand_ins = [click.Command(n, help=COMMANDS[n][2]) for n in names]
+        rows = [(c.name or "", c.get_short_help_str(limit)) for c in stand_ins]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except BatchkimiError as exc:
-            click.echo(f"Error: {safe(str(exc))}", err=True)
+            click.echo(f"Error: {printable(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         except BrokenPipeError:
             # the reader went away (`batchkimi report OUT | head`): not an error;
@@ -78,17 +134,13 @@ def cli() -> None:
     """
 
 
-cli.add_command(run_command)
-cli.add_command(plan_command)
-cli.add_command(report_command)
-cli.add_command(models_command)
-cli.add_command(simulator_command)
-
-
 def main() -> None:
     # Pillow warns about images over ~89M pixels when it reads their size; the
-    # preflight refuses those itself (over 8K), with the row and the file named
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    # preflight says what it makes of them itself, with the row and the file named.
+    # Matched by message, so Pillow is imported only where images are read.
+    warnings.filterwarnings(
+        "ignore", message=r"Image size \(\d+ pixels\) exceeds limit"
+    )
     cli(prog_name="batchkimi")
 
 

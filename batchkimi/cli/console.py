@@ -27,9 +27,9 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from batchkimi.outcome import RunOutcome
 from batchkimi.printable import printable
 from batchkimi.records import RowResult, RowStatus
-from batchkimi.runner import RunOutcome
 
 
 def safe(text: str) -> str:

@@ -4,18 +4,17 @@ settings check every value, with the same words wherever it was written."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from batchkimi.jobs import simulated as simulated  # used by run and plan
 from batchkimi.regions import REGIONS
 from batchkimi.settings import Job, Source, load_job, read_job_file
 from batchkimi.settings.sections import COLUMN_ROLES
-from batchkimi.simulator import SimulatorServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,16 +41,6 @@ def job_options(command: F) -> F:
     for option in reversed(_OPTIONS):
         command = option(command)
     return command
-
-
-@contextlib.contextmanager
-def simulated(enabled: bool) -> Iterator[str | None]:
-    """``--simulate``: the bundled simulator on loopback, for as long as it is used."""
-    if not enabled:
-        yield None
-        return
-    with SimulatorServer.running() as server:
-        yield server.url
 
 
 def build_job(

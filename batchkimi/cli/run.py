@@ -3,7 +3,6 @@ logic here."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import click
 from batchkimi.cli.console import JsonLog, ProgressDisplay
 from batchkimi.cli.options import build_job, job_options, simulated
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
-from batchkimi.prepare import prepare_job
-from batchkimi.runner import run_job
+from batchkimi.jobs import execute
 
 
 @click.command("run")
@@ -71,15 +69,11 @@ def run_command(
     with simulated(simulate) as simulator_url:
         settings = build_job(job, options, simulator_url=simulator_url)
         key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
-        _ = settings.output  # a run needs somewhere to write
-        prepared = prepare_job(settings)
         display: ProgressDisplay | JsonLog = (
             JsonLog() if log_format == "json" else ProgressDisplay(quiet=quiet)
         )
         try:
-            outcome = asyncio.run(
-                run_job(prepared, key, observer=display, handle_signals=True)
-            )
+            outcome = execute(settings, key, observer=display, handle_signals=True)
         finally:
             display.close()
     display.finish(outcome)

@@ -7,8 +7,6 @@ import base64
 import io
 from pathlib import Path
 
-from PIL import Image
-
 from batchkimi.media.limits import ENCODED_MAX_BYTES, PIXELS_4K, data_url_length
 
 #: a re-encoded image aims under this, leaving room for the data URL's prefix
@@ -30,6 +28,8 @@ def fits_as_data_url(nbytes: int, mime: str) -> bool:
 def shrink_image(path: Path) -> bytes:
     """A JPEG of ``path`` within 4K and small enough for a data URL: the fix for an
     image too large (in bytes or pixels) or in a format not accepted at its size."""
+    from PIL import Image  # only a job with images to shrink loads it
+
     with Image.open(path) as source:
         image = source.convert("RGB")
     scale = min(1.0, (PIXELS_4K / (image.width * image.height)) ** 0.5)

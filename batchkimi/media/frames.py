@@ -13,8 +13,6 @@ import io
 import threading
 from pathlib import Path
 
-import av
-
 from batchkimi.media.limits import FRAMES_MIN, frames_to_sample
 from batchkimi.media.probe import ProbeError, ffmpeg_reason, video_info
 
@@ -50,6 +48,8 @@ def extract_frames(
     """JPEG frames of ``path`` at the sampled moments. Runs in a worker thread, which
     nothing can cancel from outside: ``stop`` is looked at after every decoded frame,
     so a run told to stop at once is not kept waiting for an hour of video."""
+    import av  # only a job that extracts frames loads PyAV
+
     info = video_info(path)
     targets = sample_times(info.duration_s, fps, max_frames)
     width, height = _scaled(info.width, info.height, max_side)

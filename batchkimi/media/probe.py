@@ -11,9 +11,10 @@ import base64
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
-from PIL import Image, UnidentifiedImageError
+if TYPE_CHECKING:
+    import av
 
 
 class ProbeError(Exception):
@@ -38,6 +39,8 @@ class VideoInfo:
 
 
 def image_info(source: Path | bytes) -> ImageInfo:
+    from PIL import Image, UnidentifiedImageError  # only a job with images loads it
+
     try:
         with Image.open(
             source if isinstance(source, Path) else io.BytesIO(source)
@@ -60,6 +63,8 @@ def image_info(source: Path | bytes) -> ImageInfo:
 
 
 def video_info(path: Path) -> VideoInfo:
+    import av  # only a job with videos loads PyAV
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

@@ -9,9 +9,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from batchkimi import jsoncodec
-from batchkimi.api.base import UNPROCESSED
 from batchkimi.pricing import PriceTable, cost_of
-from batchkimi.records import Completion, RowResult, RowStatus, ToolCall, Usage
+from batchkimi.records import (
+    UNPROCESSED,
+    Completion,
+    RowResult,
+    RowStatus,
+    ToolCall,
+    Usage,
+)
 
 #: the codes batchkimi gives a row itself, beside the service's own
 OUTCOME_CODES = frozenset(

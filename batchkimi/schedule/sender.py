@@ -18,14 +18,21 @@ from typing import TypeVar
 
 from batchkimi.answers.check import AnswerChecker, Invalid, Valid
 from batchkimi.answers.repair import repair_request
-from batchkimi.api.base import UNPROCESSED, HttpCall, WireProtocol, read_raw_answer
+from batchkimi.api.base import HttpCall, WireProtocol, read_raw_answer
 from batchkimi.catalogue import Catalogue
 from batchkimi.client import Exchange, ModelStudioClient
 from batchkimi.clock import Clock
 from batchkimi.errors import FatalApiError, TransientError
 from batchkimi.estimate import request_input_tokens, worst_output_tokens
 from batchkimi.pricing import PriceTable
-from batchkimi.records import Completion, Failure, RowRequest, RowResult, RowStatus
+from batchkimi.records import (
+    UNPROCESSED,
+    Completion,
+    Failure,
+    RowRequest,
+    RowResult,
+    RowStatus,
+)
 from batchkimi.schedule.cachegate import PrefixGate
 from batchkimi.schedule.limitstore import LimitStore
 from batchkimi.schedule.media import MediaPreparer

@@ -1,18 +1,23 @@
 """The write-ahead journal: every received answer, appended before it counts as done.
 
-One JSON object per line in ``<output>/.batchkimi/journal.jsonl``, keyed by the request
-fingerprint. Each record is handed to the OS with one ``write`` as soon as it arrives
-(so a killed process loses nothing the OS has), and ``fsync`` runs on a short timer (so
-a power cut loses at most that interval). A torn last line, from a crash mid-write, is
-detected on open and dropped with a warning; every whole line before it is kept.
+One JSON object per line, keyed by the request fingerprint, in this run's stream of
+journal files (``segments.py`` lays them out). Each record is handed to the OS with
+one ``write`` as soon as it arrives (so a killed process loses nothing the OS has),
+and ``fsync`` runs on a short timer (so a power cut loses at most that interval). A
+torn last line, from a crash mid-write, is detected on open and dropped with a
+warning; every whole line before it is kept.
+
+When the current file reaches ``rotate_bytes`` it is fsynced and sealed, appends go
+on in a new generation, and a background thread compacts the sealed one into a
+Parquet segment, so no reader ever parses much JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-from collections.abc import Mapping
+import queue
+import threading
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,16 +26,42 @@ import polars as pl
 from batchkimi import jsoncodec
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowResult, RowStatus
+from batchkimi.store.answers import AnsweredSet, answered, read_latest
+from batchkimi.store.files import (
+    clear_compaction_leftovers,
+    finish_compactions,
+    journal_file,
+    journal_paths,
+    journals,
+    segments,
+    stream_of,
+    torn_tail_bytes,
+)
+from batchkimi.store.segments import compact
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Journal",
+    "JournalError",
+    "answered_fingerprints",
+    "answered_set",
+    "journal_name",
+    "journal_paths",
+    "read_latest",
+    "resend_condition",
+    "torn_tail_bytes",
+]
 
 #: the one call that hands journal bytes to the OS (tests inject ENOSPC here)
 _write = os.write
 
-JOURNAL_NAME = "journal.jsonl"
 _RECORD_FIELDS = tuple(field.name for field in fields(RowResult))
 FORMAT_VERSION = 1
 #: RowResult fields of cause -> count, journaled as JSON text
 _COUNTS = ("retries", "repair_causes")
-_BLOCK = 1 << 16
+#: a generation this large is sealed and compacted (about 40,000 short answers)
+ROTATE_BYTES = 32 << 20
+_SLICE = 65_536
 
 
 class JournalError(BatchkimiError):
@@ -39,109 +70,121 @@ class JournalError(BatchkimiError):
     exit_code = 3
 
 
-def torn_tail_bytes(path: Path) -> int:
-    """How many bytes follow the last newline: a record whose write never finished.
-
-    Reads backwards from the end in blocks, so a large journal is not read whole.
-    """
-    if not path.exists():
-        return 0
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        end = size
-        while end > 0:
-            start = max(0, end - _BLOCK)
-            handle.seek(start)
-            newline = handle.read(end - start).rfind(b"\n")
-            if newline != -1:
-                return size - (start + newline + 1)
-            end = start
-    return size
-
-
 def journal_name(shard: str | None) -> str:
-    """Each shard appends to its own journal; every run reads them all."""
-    return f"journal-shard-{shard}.jsonl" if shard else JOURNAL_NAME
+    """The first journal file of a shard's stream (or the unsharded run's)."""
+    return journal_file(stream_of(shard), 0)
 
 
-def journal_paths(folder: Path) -> list[Path]:
-    return sorted(folder.glob("journal*.jsonl"))
+class _Compactor:
+    """Compacts sealed generations in order, on one background thread.
 
-
-def read_latest(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    """The newest record per fingerprint across every journal in ``folder``.
-
-    ``schema`` must include fingerprint and finished_at. A journal another run is still
-    writing may end mid-line: only its complete lines are read. A line polars cannot
-    parse (only a damaged disk makes one) is skipped by the Python reader instead.
+    A failure (a full disk, say) leaves the generation as JSONL, where every reader
+    still finds it, stops compacting for this run and is kept in ``error``; the
+    stream's next writer tries again.
     """
-    fields = dict(schema)
-    frames = [_read_one(path, fields) for path in journal_paths(folder)]
-    frames = [frame for frame in frames if frame.height]
-    if not frames:
-        return pl.DataFrame(schema=fields)
-    frame = pl.concat(frames) if len(frames) > 1 else frames[0]
-    if len(frames) > 1:
-        frame = frame.sort("finished_at", maintain_order=True, nulls_last=False)
-    return frame.unique(subset="fingerprint", keep="last", maintain_order=True)
 
+    def __init__(self, state_dir: Path, stream: str) -> None:
+        self._state_dir = state_dir
+        self._stream = stream
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.error: Exception | None = None
 
-def _read_one(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    torn = torn_tail_bytes(path)
-    size = path.stat().st_size
-    if size - torn == 0:
-        return pl.DataFrame(schema=schema)
-    try:
-        if not torn:
-            return pl.scan_ndjson(path, schema=schema).collect()
-        with path.open("rb") as handle:
-            whole_lines = handle.read(size - torn)
-        return pl.read_ndjson(io.BytesIO(whole_lines), schema=schema)
-    except pl.exceptions.PolarsError:
-        return _read_leniently(path, schema)
+    def submit(self, generation: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name=f"compact-{self._stream}", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(generation)
 
-
-def _read_leniently(path: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
-    rows = []
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                record = jsoncodec.loads(line)
-            except ValueError:
+    def _work(self) -> None:
+        while (generation := self._queue.get()) is not None:
+            if self.error is not None:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("fingerprint"), str):
-                rows.append({name: record.get(name) for name in schema})
-    return pl.DataFrame(rows, schema=dict(schema), strict=False)
+            try:
+                compact(self._state_dir, self._stream, generation)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                self.error = exc
+
+    def finish(self) -> None:
+        """Wait for every generation submitted so far."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
 
 class Journal:
     """Append-only and durable. Open with ``Journal.open(folder)``."""
 
-    def __init__(self, path: Path, fd: int, fsync_interval_s: float) -> None:
-        self.path = path
-        self._fd = fd
+    def __init__(
+        self,
+        state_dir: Path,
+        stream: str,
+        generation: int,
+        *,
+        fsync_interval_s: float,
+        rotate_bytes: int,
+    ) -> None:
+        self._state_dir = state_dir
+        self._stream = stream
+        self._generation = generation
         self._fsync_interval_s = fsync_interval_s
+        self._rotate_bytes = rotate_bytes
+        self.path = state_dir / journal_file(stream, generation)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
+        # the flusher's thread fsyncs the current file while a rotation may swap it
+        self._fd_lock = threading.Lock()
         self._dirty = False
-        self._flusher: asyncio.Task[None] | None = None
+        self._compactor = _Compactor(state_dir, stream)
 
     @classmethod
     def open(
-        cls, folder: Path, *, shard: str | None = None, fsync_interval_s: float = 0.2
+        cls,
+        folder: Path,
+        *,
+        shard: str | None = None,
+        fsync_interval_s: float = 0.2,
+        rotate_bytes: int | None = None,
     ) -> tuple[Journal, int]:
-        """Open this run's journal for appending; return it and the torn bytes found.
+        """Open this run's stream for appending; return it and the torn bytes found.
 
-        A torn tail is cut off the file, so new records start on a clean line. Only the
-        lock holder for this journal may call this.
+        Finishes what a killed run left of its compactions, cuts a torn tail off the
+        newest generation (so new records start on a clean line), and seals that
+        generation first if it is already full. Only the lock holder for this
+        stream may call this.
         """
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / journal_name(shard)
+        rotate_bytes = ROTATE_BYTES if rotate_bytes is None else rotate_bytes
+        stream = stream_of(shard)
+        clear_compaction_leftovers(folder, stream)
+        finish_compactions(folder, stream)
+        pending = sorted(g for s, g in journals(folder) if s == stream)
+        compacted = [g for s, g in segments(folder) if s == stream]
+        newest = max([*pending, *compacted], default=0)
+        current = newest if newest in pending or not compacted else newest + 1
+        path = folder / journal_file(stream, current)
         torn = torn_tail_bytes(path)
         if torn:
             with path.open("r+b") as handle:
                 handle.truncate(path.stat().st_size - torn)
                 os.fsync(handle.fileno())
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return cls(path, fd, fsync_interval_s), torn
+        sealed = [g for g in pending if g != current]
+        if path.exists() and path.stat().st_size >= rotate_bytes:
+            sealed.append(current)
+            current += 1
+        journal = cls(
+            folder,
+            stream,
+            current,
+            fsync_interval_s=fsync_interval_s,
+            rotate_bytes=rotate_bytes,
+        )
+        for generation in sealed:  # a killed run's, or a journal from before segments
+            journal._compactor.submit(generation)
+        return journal, torn
 
     def append(self, result: RowResult, *, row_id: str) -> None:
         """Hand one result to the OS now; it is fsynced within the interval."""
@@ -155,23 +198,55 @@ class Journal:
         record["row_id"] = row_id
         record["v"] = FORMAT_VERSION
         data = jsoncodec.dumps(record) + b"\n"
+        size = len(data)
         try:
             while data:
                 written = _write(self._fd, data)
                 data = data[written:]
         except OSError as exc:
-            msg = (
-                f"cannot write the journal {self.path}: {exc.strerror}. Free disk "
-                "space "
-                "or fix permissions, then re-run the same command to resume"
-            )
-            raise JournalError(msg) from exc
+            raise self._error(exc) from exc
         self._dirty = True
+        self._size += size
+        if self._size >= self._rotate_bytes:
+            self._rotate()
+
+    def _error(self, exc: OSError) -> JournalError:
+        return JournalError(
+            f"cannot write the journal {self.path}: {exc.strerror}. Free disk space "
+            "or fix permissions, then re-run the same command to resume"
+        )
+
+    def _rotate(self) -> None:
+        """Seal the current generation (whole on disk), go on in the next, and have
+        the sealed one compacted."""
+        sealed = self._generation
+        path = self._state_dir / journal_file(self._stream, sealed + 1)
+        try:
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600
+            )
+            with self._fd_lock:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd, self.path = fd, path
+            dir_fd = os.open(self._state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # the new generation's name outlives a power cut
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        self._generation, self._size, self._dirty = sealed + 1, 0, False
+        self._compactor.submit(sealed)
+
+    def _fsync_current(self) -> None:
+        with self._fd_lock:
+            os.fsync(self._fd)
 
     def sync(self) -> None:
         if self._dirty:
             self._dirty = False
-            os.fsync(self._fd)
+            self._fsync_current()
 
     async def run_flusher(self) -> None:
         """Fsync on a timer until cancelled."""
@@ -179,13 +254,20 @@ class Journal:
             await asyncio.sleep(self._fsync_interval_s)
             if self._dirty:
                 self._dirty = False
-                await asyncio.to_thread(os.fsync, self._fd)
+                await asyncio.to_thread(self._fsync_current)
+
+    @property
+    def compaction_error(self) -> Exception | None:
+        """Why compacting stopped in this run, if it did; nothing is lost by it."""
+        return self._compactor.error
 
     def close(self) -> None:
+        """Fsync and close; wait for the compactions under way."""
         try:
             self.sync()
         finally:
             os.close(self._fd)
+            self._compactor.finish()
 
 
 def resend_condition(rerun: frozenset[str]) -> pl.Expr:
@@ -205,13 +287,20 @@ def resend_condition(rerun: frozenset[str]) -> pl.Expr:
 
 
 def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
-    """Fingerprints whose newest result stands (see ``resend_condition``)."""
-    schema = {
-        "fingerprint": pl.String(),
-        "status": pl.String(),
-        "error_code": pl.String(),
-        "finished_at": pl.String(),
-        "retryable": pl.Boolean(),
-    }
-    latest = read_latest(folder, schema)
-    return set(latest.filter(~resend_condition(rerun))["fingerprint"].to_list())
+    """Fingerprints whose newest result stands (see ``resend_condition``).
+
+    One Python string per answer (about 150 bytes each in a set): a row source that
+    builds its fingerprints with polars should use ``answers.AnsweredSet`` instead.
+    """
+    found: set[str] = set()
+    for fingerprints in answered(folder, ~resend_condition(rerun)):
+        for start in range(0, fingerprints.len(), _SLICE):  # no list of them all
+            found.update(fingerprints.slice(start, _SLICE).to_list())
+    return found
+
+
+def answered_set(folder: Path, rerun: frozenset[str]) -> AnsweredSet:
+    """``answered_fingerprints`` as one sorted column, for vectorised lookups."""
+    parts = [pl.Series([], dtype=pl.String())]
+    parts += answered(folder, ~resend_condition(rerun))
+    return AnsweredSet(pl.concat(parts, rechunk=False))

@@ -1,151 +1,159 @@
 """``results.parquet``: one row per manifest row, in manifest order, one schema.
 
-Built from the row register and the journal (the journal is the truth), written to a
-temporary file and moved into place with ``os.replace``, so a crash mid-write leaves the
-previous version intact.
+Built from the row register and the journal's newest answers (the journal is the
+truth), in memory that does not grow with the answers:
+
+1. *winners*: the newest record per request, from the journal files' fingerprints
+   (hashed to 8 bytes) and positions, nothing else;
+2. *placement*: each register row's answer as (file, position), by a join on the
+   hashed key, and which row is the first of its request (it is billed);
+3. *assembly*: block by block (``block_rows_for``), in manifest order, the
+   register's rows are joined with their answers and appended to the Parquet file.
+   Answers are loaded a segment row group (a compaction chunk) at a time, when the
+   first row needing one comes up; an answer for a row more than a block ahead
+   waits in a spill file on disk, so only out-of-order answers (a retry run's, say)
+   are written twice.
+
+Memory holds about 30 bytes a row for keys, and a few blocks. A hashed key may
+collide: every answer placed is checked against its row's full fingerprint, and a
+mismatch builds again with the full fingerprints as keys (the same output, more
+memory). The summary's figures and the counts a run reports are tallied on the way.
+
+The file is written to a temporary name, fsynced and moved into place with
+``os.replace``, so a crash mid-write leaves the previous version intact.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import queue
+import shutil
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+import pyarrow.parquet as pq
 
 from batchkimi.answers.columns import answer_columns
-from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowStatus
-from batchkimi.store.journal import read_latest
+from batchkimi.store.answers import newest, positions, repeats
+from batchkimi.store.files import AnswerFile, answer_files
+from batchkimi.store.outputs import OutputWriteError, clear_leftovers
+from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
+from batchkimi.store.segments import (
+    Span,
+    read_records,
+    read_span,
+    read_spans,
+    unit_bounds,
+)
+from batchkimi.store.summary import Tally, first_rows
+
+__all__ = [
+    "JOURNAL_SCHEMA",
+    "OUTPUT_COLUMNS",
+    "RESULTS_NAME",
+    "RESULTS_SCHEMA",
+    "Built",
+    "OutputWriteError",
+    "SharedIds",
+    "clear_leftovers",
+    "shared_ids",
+    "write_results",
+]
 
 RESULTS_NAME = "results.parquet"
-
-#: DESIGN.md's output columns, in order, plus the audit trail batchkimi adds
-#: (fingerprint, response_model, retries). Defined once; tests pin it to DESIGN.md.
-RESULTS_SCHEMA: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "status": pl.String(),
-    "model": pl.String(),
-    "api": pl.String(),
-    "content": pl.String(),
-    "reasoning_content": pl.String(),
-    "finish_reason": pl.String(),
-    "input_tokens": pl.Int64(),
-    "output_tokens": pl.Int64(),
-    "reasoning_tokens": pl.Int64(),
-    "cached_tokens": pl.Int64(),
-    "total_tokens": pl.Int64(),
-    "cost": pl.Float64(),
-    "currency": pl.String(),
-    "attempts": pl.Int64(),
-    "latency_ms": pl.Float64(),
-    "ttft_ms": pl.Float64(),
-    "request_id": pl.String(),
-    "error_code": pl.String(),
-    "error_message": pl.String(),
-    "http_status": pl.Int64(),
-    "started_at": pl.String(),
-    "finished_at": pl.String(),
-    "fingerprint": pl.String(),
-    "response_model": pl.String(),
-    "retries": pl.String(),  # JSON object: cause -> retried attempts
-    "wait_ms": pl.Float64(),  # time paced by rate limits or backing off
-    "retryable": pl.Boolean(),  # failed only because attempts ran out: resent next run
-    "cache_creation_tokens": pl.Int64(),  # input written to a new explicit cache
-    "tool_calls": pl.String(),  # JSON list: the model's function calls
-    "answer_json": pl.String(),  # a structured answer, validated (ok rows only)
-    "repairs": pl.Int64(),  # re-asks after an invalid structured answer
-    "repair_causes": pl.String(),  # JSON object: cause -> repairs
-    "validation_error": pl.String(),  # why the last structured answer was invalid
-    "raw_response": pl.String(),  # a paid answer batchkimi could not read, kept
-}
-OUTPUT_COLUMNS = tuple(RESULTS_SCHEMA)
-#: what the journal holds of each result (everything but the row's own id)
-JOURNAL_SCHEMA = {name: dtype for name, dtype in RESULTS_SCHEMA.items() if name != "id"}
+#: rows assembled, and written as one row group, at a time: between these, about a
+#: 32nd of the rows (a block costs a few kilobytes a row while it is assembled, and
+#: some milliseconds whatever its size)
+BLOCK_ROWS = (4_096, 16_384)
 
 
-def build_results(
-    rows_path: Path,
-    state_dir: Path,
-    *,
-    api: str,
-    answer_schema: Mapping[str, Any] | None = None,
-) -> pl.DataFrame:
-    """Join the register with the journals' newest results, in manifest order; a
-    structured job's answers become typed columns after the kept input columns.
+def block_rows_for(rows: int) -> int:
+    """Small jobs keep memory flat; large ones spread each block's fixed cost."""
+    return max(BLOCK_ROWS[0], min(BLOCK_ROWS[1], rows // 32))
 
-    The frame ends with the register's ``_in_scope`` column; drop it before writing.
-    """
-    rows = pl.read_parquet(rows_path)
-    kept = [c for c in rows.columns if not c.startswith("_") and c != "id"]
-    journal = read_latest(state_dir, JOURNAL_SCHEMA)
-    joined = rows.join(
-        journal, left_on="_fingerprint", right_on="fingerprint", how="left"
+
+_SPILL = ".results-build"
+
+Key = Callable[[str], pl.Expr]
+_NO_ANSWERS = pl.DataFrame(schema={**JOURNAL_SCHEMA, "_r": pl.UInt32()})
+
+
+def hashed_key(column: str) -> pl.Expr:
+    """8 bytes per fingerprint; a collision is caught when answers are placed."""
+    return pl.col(column).hash()
+
+
+def exact_key(column: str) -> pl.Expr:
+    return pl.col(column)
+
+
+class _Misplaced(Exception):  # a signal between two methods here, never raised out
+    """An answer was placed on a row with another fingerprint: keys collided."""
+
+
+@dataclass(slots=True)
+class Built:
+    """What a results build counted on the way: the rows in scope (this shard's, or
+    all), their statuses, how many a next run would send, and the summary's tally."""
+
+    rows: int = 0
+    by_status: dict[str, int] = field(
+        default_factory=lambda: {s.value: 0 for s in RowStatus}
     )
-    problem = pl.col("_problem_code").is_not_null()
-    status = (
-        pl.when(problem)
-        .then(pl.lit(RowStatus.ERROR.value))
-        .when(pl.col("status").is_null())
-        .then(pl.lit(RowStatus.SKIPPED.value))
-        .otherwise(pl.col("status"))
-    )
-    out = joined.sort("_index").with_columns(
-        status.alias("status"),
-        pl.coalesce("model", "_model").alias("model"),
-        pl.coalesce("api", pl.lit(api)).alias("api"),
-        pl.when(problem)
-        .then(pl.col("_problem_code"))
-        .otherwise(pl.col("error_code"))
-        .alias("error_code"),
-        pl.when(problem)
-        .then(pl.col("_problem_message"))
-        .otherwise(pl.col("error_message"))
-        .alias("error_message"),
-        pl.col("_fingerprint").alias("fingerprint"),
-        pl.col("attempts").fill_null(0),
-        pl.col("repairs").fill_null(0),
-    )
-    typed: list[pl.Expr] = []
-    if answer_schema is not None:
-        typed = answer_columns(answer_schema, taken=[*kept, *OUTPUT_COLUMNS])
-    # _in_scope (whether this run's shard owns the row) is for the caller to drop
-    ordered = ["id", *kept, *[c for c in OUTPUT_COLUMNS if c != "id"], "_in_scope"]
-    columns = [
-        pl.col(c).cast(RESULTS_SCHEMA[c]) if c in RESULTS_SCHEMA else pl.col(c)
-        for c in ordered
-    ]
-    return out.select([*columns[: 1 + len(kept)], *typed, *columns[1 + len(kept) :]])
+    pending: int = 0
+    tally: Tally = field(default_factory=Tally)
 
-
-class OutputWriteError(BatchkimiError):
-    """results.parquet or summary.json could not be written; the journal is intact."""
-
-    exit_code = 3
-
-    def __init__(self, path: Path, exc: OSError) -> None:
-        super().__init__(
-            f"cannot write {path}: {exc.strerror or exc}. Every answer received is in "
-            "the journal and the previous file is untouched: free disk space (or fix "
-            "permissions) and re-run the same command to rebuild it"
+    def summary(
+        self, *, run: dict[str, Any], elapsed_s: float, sent_this_run: int
+    ) -> dict[str, Any]:
+        """summary.json of the results built."""
+        return self.tally.summary(
+            run=run, elapsed_s=elapsed_s, sent_this_run=sent_this_run
         )
 
 
-def clear_leftovers(path: Path) -> None:
-    """Remove the temporary files a killed run left beside ``path``. Call it under
-    the lock that guards ``path``: then no other writer can own one."""
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        leftover.unlink(missing_ok=True)
-
-
-def write_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write to a temporary file beside ``path``, fsync it, then rename over it.
-    Called under the outputs lock, so an older temporary file is a killed run's."""
+def write_results(
+    rows_path: Path,
+    state_dir: Path,
+    path: Path,
+    *,
+    api: str,
+    answer_schema: Mapping[str, Any] | None = None,
+    resend: pl.Expr | None = None,
+    block_rows: int | None = None,
+    key: Key = hashed_key,
+) -> Built:
+    """Build ``path`` from the register and the journal's newest results, in
+    manifest order (see the module docstring); a structured job's answers become
+    typed columns after the kept input columns. ``resend`` (over status, error_code
+    and retryable) counts the in-scope rows a next run would send. Call it under
+    the outputs lock."""
     clear_leftovers(path)
+    for leftover in state_dir.glob(f"{_SPILL}.*"):  # a killed build's
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    build = _Build(
+        rows_path,
+        state_dir,
+        state_dir / f"{_SPILL}.{os.getpid()}",
+        api,
+        answer_schema,
+        pl.lit(False) if resend is None else resend,
+        block_rows or block_rows_for(pq.read_metadata(rows_path).num_rows),
+    )
     try:
-        frame.write_parquet(tmp)
+        try:
+            built = build.write(tmp, key)
+        except _Misplaced:
+            built = build.write(tmp, exact_key)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(path)
@@ -153,3 +161,366 @@ def write_atomically(frame: pl.DataFrame, path: Path) -> None:
         raise OutputWriteError(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(build.spill_dir, ignore_errors=True)
+    return built
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """Records of a journal file to load at once (a run of a segment's row groups,
+    or a whole JSONL file), and the rows whose answers are among them."""
+
+    file: AnswerFile
+    start: int  # positions in the file
+    end: int
+    needed: pl.DataFrame  # _p (position in the file), _r (row in the register)
+    chunks: list[Span]  # a JSONL file's chunks to read (none: read it whole)
+
+
+@dataclass(frozen=True, slots=True)
+class _Build:
+    rows_path: Path
+    state_dir: Path
+    spill_dir: Path
+    api: str
+    answer_schema: Mapping[str, Any] | None
+    resend: pl.Expr
+    block_rows: int
+
+    def write(self, tmp: Path, key: Key) -> Built:
+        files = answer_files(self.state_dir)
+        spans: dict[int, list[Span]] = {}
+        records = positions(files, {}, key=key("fingerprint"), spans=spans)
+        winners = newest(records, key="_k")
+        del records
+        register = pl.scan_parquet(self.rows_path).select("_fingerprint")
+        keys = register.select(
+            pl.when(pl.col("_fingerprint").is_not_null())
+            .then(key("_fingerprint"))
+            .alias("_k")
+        ).collect()["_k"]
+
+        def exact(at: pl.Series) -> pl.Series:
+            picked = register.with_row_index("_r").filter(pl.col("_r").is_in(at))
+            return picked.collect()["_fingerprint"]
+
+        billed = first_rows(keys, exact)
+        placed = _place(keys, winners.select("_k", "_f", "_p"))
+        del winners, keys
+        schedule = self._schedule(files, spans, placed)
+        del placed
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        self.spill_dir.mkdir()
+        return self._assemble(tmp, schedule, billed)
+
+    def _schedule(
+        self,
+        files: list[AnswerFile],
+        spans: dict[int, list[Span]],
+        placed: pl.DataFrame,
+    ) -> dict[int, list[_Load]]:
+        """Block -> what to load when assembly reaches it: each row group (or JSONL
+        chunk) at the block of the first row needing it, neighbouring ones due at
+        the same block in one load."""
+        schedule: dict[int, list[_Load]] = defaultdict(list)
+        by_file = placed.sort("_f", "_p").partition_by("_f", as_dict=True)
+        for (number,), part in by_file.items():
+            file, chunks = files[int(number)], spans.get(int(number), [])
+            bounds = (
+                unit_bounds(file)
+                if file.is_segment or not chunks
+                else [*(c.first for c in chunks), chunks[-1].first + chunks[-1].records]
+            )
+            units = part.with_columns(
+                pl.Series(bounds, dtype=pl.UInt32())
+                .search_sorted(part["_p"], side="right")
+                .alias("_u")
+                - 1
+            )
+            due = (pl.col("_r").min().over("_u") // self.block_rows).alias("_b")
+            units = units.with_columns(due)
+            for (block,), needed in units.partition_by("_b", as_dict=True).items():
+                # a run of neighbouring units: its number minus its rank is constant
+                run = (pl.col("_u") - pl.col("_u").rank("dense")).alias("_run")
+                for loaded in needed.with_columns(run).partition_by("_run"):
+                    used = loaded["_u"].unique().sort().to_list()
+                    start = bounds[used[0]]
+                    end = bounds[used[-1] + 1] if len(bounds) > 1 else 0
+                    chunked = chunks[used[0] : used[-1] + 1] if chunks else []
+                    schedule[block].append(
+                        _Load(file, start, end, loaded.select("_p", "_r"), chunked)
+                    )
+        return schedule
+
+    def _assemble(
+        self, tmp: Path, schedule: dict[int, list[_Load]], billed: pl.Series
+    ) -> Built:
+        """Write the results block by block, each encoded on a thread of its own
+        while the next one is assembled."""
+        names = pq.ParquetFile(self.rows_path).schema_arrow.names
+        kept = [c for c in names if not c.startswith("_") and c != "id"]
+        built = Built()
+
+        def blocks() -> Iterator[pl.DataFrame]:
+            waiting = _Waiting(self.spill_dir, self.block_rows)
+            for block, rows in enumerate(_blocks(self.rows_path, self.block_rows)):
+                for load in schedule.pop(block, []):
+                    for answers in _load(load):
+                        waiting.add(answers, now=block)
+                first = block * self.block_rows
+                joined = _attach(rows, waiting.take(block), first)
+                wrong = pl.col("fingerprint").is_not_null() & (
+                    pl.col("fingerprint") != pl.col("_fingerprint")
+                ).fill_null(True)
+                if joined.select(wrong.any()).item():
+                    raise _Misplaced
+                out = self._shape(joined, kept)
+                self._count(built, out, rows, billed.slice(first, rows.height))
+                yield out
+
+        with _Writer(tmp) as writer:
+            for out in blocks():
+                writer.write(out.to_arrow())
+        return built
+
+    def _count(
+        self, built: Built, out: pl.DataFrame, rows: pl.DataFrame, billed: pl.Series
+    ) -> None:
+        built.tally.add(out.with_columns(billed.alias("_billed")))
+        scope = out.select("status", "error_code", "retryable").filter(
+            rows["_in_scope"].fill_null(True)
+        )
+        counts = scope.group_by("status").agg(pl.len(), self.resend.sum().alias("p"))
+        for status, count, pending in counts.iter_rows():
+            built.by_status[status] = built.by_status.get(status, 0) + int(count)
+            built.rows += int(count)
+            built.pending += int(pending or 0)
+
+    def _shape(self, joined: pl.DataFrame, kept: list[str]) -> pl.DataFrame:
+        """Register rows joined with their answers → the results' columns."""
+        problem = pl.col("_problem_code").is_not_null()
+        status = (
+            pl.when(problem)
+            .then(pl.lit(RowStatus.ERROR.value))
+            .when(pl.col("status").is_null())
+            .then(pl.lit(RowStatus.SKIPPED.value))
+            .otherwise(pl.col("status"))
+        )
+        out = joined.with_columns(
+            status.alias("status"),
+            pl.coalesce("model", "_model").alias("model"),
+            pl.coalesce("api", pl.lit(self.api)).alias("api"),
+            pl.when(problem)
+            .then(pl.col("_problem_code"))
+            .otherwise(pl.col("error_code"))
+            .alias("error_code"),
+            pl.when(problem)
+            .then(pl.col("_problem_message"))
+            .otherwise(pl.col("error_message"))
+            .alias("error_message"),
+            pl.col("_fingerprint").alias("fingerprint"),
+            pl.col("attempts").fill_null(0),
+            pl.col("repairs").fill_null(0),
+        )
+        typed: list[pl.Expr] = []
+        if self.answer_schema is not None:
+            typed = answer_columns(self.answer_schema, taken=[*kept, *OUTPUT_COLUMNS])
+        columns = [pl.col(c).cast(RESULTS_SCHEMA[c]) for c in OUTPUT_COLUMNS]
+        return out.select([columns[0], *kept, *typed, *columns[1:]])
+
+
+class _Writer:
+    """A Parquet writer on a thread of its own (pyarrow encodes without the GIL),
+    so one block is written while the next is assembled; one block waits at most."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="results-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        writer: pq.ParquetWriter | None = None
+        try:
+            while (table := self._queue.get()) is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        self._path, table.schema, compression="zstd"
+                    )
+                elif table.schema != writer.schema:
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+        except BaseException as exc:  # noqa: BLE001 - handed to the assembling thread
+            self._error = exc
+            while self._queue.get() is not None:  # let the producer finish
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        self._raise()
+        self._queue.put(table)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise()
+
+
+def _place(keys: pl.Series, winners: pl.DataFrame) -> pl.DataFrame:
+    """Each register row (its key) → its answer's file and position (``_r``, ``_f``,
+    ``_p``), by binary search in the winners sorted by key: a join would hash a
+    million keys on each side."""
+    ordered = winners.sort("_k")
+    rows = keys.to_frame().with_row_index("_r").drop_nulls("_k")
+    if ordered.is_empty() or rows.is_empty():
+        return pl.DataFrame(schema={"_r": pl.UInt32(), **dict(ordered.schema)}).drop(
+            "_k"
+        )
+    at = ordered["_k"].search_sorted(rows["_k"]).clip(0, ordered.height - 1)
+    found = ordered["_k"].gather(at) == rows["_k"]
+    hits = at.filter(found)
+    return pl.DataFrame(
+        {
+            "_r": rows["_r"].filter(found),
+            "_f": ordered["_f"].gather(hits),
+            "_p": ordered["_p"].gather(hits),
+        }
+    )
+
+
+def _load(load: _Load) -> Iterator[pl.DataFrame]:
+    """The answers ``load`` holds for the rows that need them, tagged with ``_r``."""
+    if load.file.is_segment:
+        records = read_span(load.file, load.start, load.end, JOURNAL_SCHEMA)
+        yield _pick(records, load.needed, load.start)
+        return
+    frames = (
+        read_spans(load.file, load.chunks, JOURNAL_SCHEMA)
+        if load.chunks
+        else read_records(load.file, JOURNAL_SCHEMA)  # compacted as it was listed
+    )
+    start = load.start
+    for records in frames:
+        end = start + records.height
+        here = load.needed.filter(pl.col("_p").is_between(start, end - 1))
+        if here.height:
+            yield _pick(records, here, start)
+        start = end
+
+
+def _pick(records: pl.DataFrame, needed: pl.DataFrame, start: int) -> pl.DataFrame:
+    """The ``needed`` records (``_p`` from ``start``), tagged with their rows."""
+    offsets = needed["_p"] - start
+    every_one = needed.height == records.height and bool(
+        (offsets == pl.int_range(0, records.height, eager=True)).all()
+    )  # the usual case: each record once, in order
+    answers = records if every_one else records.gather(offsets)
+    return answers.with_columns(needed["_r"])
+
+
+def _attach(rows: pl.DataFrame, answers: pl.DataFrame, first: int) -> pl.DataFrame:
+    """Register ``rows`` (from row ``first``) beside their answers: by position
+    when every row has one (each has one at most), else by a join."""
+    if answers.height == rows.height:
+        return pl.concat([rows, answers.sort("_r").drop("_r")], how="horizontal")
+    return rows.with_row_index("_r", offset=first).join(
+        answers, on="_r", how="left", maintain_order="left"
+    )
+
+
+def _blocks(rows_path: Path, block_rows: int) -> Iterator[pl.DataFrame]:
+    """The register in blocks of exactly ``block_rows`` rows (the last one fewer);
+    at least one block, empty for an empty register."""
+    total = pq.read_metadata(rows_path).num_rows
+    register = pl.scan_parquet(rows_path)
+    for first in range(0, max(total, 1), block_rows):
+        yield register.slice(first, block_rows).collect()
+
+
+class _Waiting:
+    """Answers loaded before their block comes up: in memory for the next block,
+    in one Arrow IPC stream per block on disk for any later one."""
+
+    def __init__(self, folder: Path, block_rows: int) -> None:
+        self._folder = folder
+        self._block_rows = block_rows
+        self._held: dict[int, list[pl.DataFrame]] = defaultdict(list)
+        self._spilled: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self._schema: pa.Schema | None = None
+
+    def add(self, answers: pl.DataFrame, *, now: int) -> None:
+        """``answers`` (with ``_r``) loaded while assembling block ``now``."""
+        blocks = answers["_r"] // self._block_rows
+        low, high = int(blocks.min()), int(blocks.max())  # type: ignore[arg-type]
+        if low == high <= now + 1:  # the usual case: a unit's rows are close together
+            self._held[low].append(answers)
+            return
+        for (number,), part in (
+            answers.with_columns(blocks.alias("_b"))
+            .partition_by("_b", as_dict=True)
+            .items()
+        ):
+            block = int(number)
+            part = part.drop("_b")
+            if block <= now + 1:
+                self._held[block].append(part)
+            else:
+                self._spill(block, part)
+
+    def _spill(self, block: int, part: pl.DataFrame) -> None:
+        table = part.to_arrow()
+        if self._schema is None:
+            self._schema = table.schema
+        writer = self._spilled.get(block)
+        if writer is None:
+            path = self._folder / f"{block}.arrow"
+            writer = pa.ipc.new_stream(str(path), self._schema)
+            self._spilled[block] = writer
+        writer.write_table(table.cast(self._schema))
+
+    def take(self, block: int) -> pl.DataFrame:
+        """Every answer for ``block``, and forget them."""
+        frames = [_NO_ANSWERS, *self._held.pop(block, [])]
+        writer = self._spilled.pop(block, None)
+        if writer is not None:
+            writer.close()
+            path = self._folder / f"{block}.arrow"
+            with pa.memory_map(str(path)) as source:
+                frames.append(pl.DataFrame(pa.ipc.open_stream(source).read_all()))
+            path.unlink()
+        return pl.concat(frames, how="vertical_relaxed")
+
+
+@dataclass(frozen=True, slots=True)
+class SharedIds:
+    rows: int  # in-scope rows whose id another in-scope row also has
+    first: str | None  # the first of them, in manifest order
+
+
+def shared_ids(rows_path: Path) -> SharedIds:
+    """Rows (in scope) whose id is not theirs alone, from the register's ids hashed
+    to 8 bytes; ids whose hash repeats are compared whole."""
+    ids = (
+        pl.scan_parquet(rows_path)
+        .filter(pl.col("_in_scope").fill_null(True))
+        .select("id")
+    )
+    keys = ids.select(pl.col("id").hash()).collect()["id"]
+    candidates = repeats(keys)
+    if not candidates.any():
+        return SharedIds(0, None)
+    at = candidates.arg_true()
+    picked = ids.with_row_index("_i").filter(pl.col("_i").is_in(at)).collect()["id"]
+    shared = picked.filter(picked.is_duplicated())
+    return SharedIds(shared.len(), shared[0] if shared.len() else None)

@@ -2,6 +2,7 @@
 
 Written batch by batch while the manifest is read (``.batchkimi/rows.parquet``), so the
 final results can be laid out in manifest order without holding the manifest in memory.
+Its rows are in manifest order: the results are built in the register's order.
 Rows that could not be sent carry their problem here instead of a fingerprint.
 """
 
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROWS_NAME = "rows.parquet"
+#: rows held before they are written as one row group
+GROUP_ROWS = 16_384
 INTERNAL_COLUMNS = {
     "_index": pl.Int64,
     "id": pl.String,
@@ -41,6 +45,8 @@ class RowRegister:
             leftover.unlink(missing_ok=True)
         self.kept = kept
         self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.rows = 0
 
     def add(self, batch: pl.DataFrame, internal: dict[str, list[Any]]) -> None:
@@ -55,11 +61,22 @@ class RowRegister:
             self._writer = pq.ParquetWriter(self._tmp, table.schema)
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
-        self._writer.write_table(table)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
         self.rows += frame.height
+        if self._pending_rows >= GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the batches held as one row group: a million-row register is then
+        read (in manifest order, block by block) in a few dozen reads."""
+        if self._writer is not None and self._pending:
+            self._writer.write_table(pa.concat_tables(self._pending))
+        self._pending, self._pending_rows = [], 0
 
     def commit(self) -> None:
         """Close the file and atomically make it the register for this output."""
+        self._flush()
         if self._writer is None:
             empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
             pq.write_table(empty, self._tmp)
@@ -69,6 +86,7 @@ class RowRegister:
         Path(self._tmp).replace(self.path)
 
     def abandon(self) -> None:
+        self._pending, self._pending_rows = [], 0
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -6,6 +6,10 @@ and rows, batchkimi's version), the size of every journal, and how many rows wer
 to send. A later run whose key and journals match and which has nothing left to send
 has nothing to do: results.parquet and summary.json are already current. Anything else
 (an edited manifest, another shard's answers, --retry-errors) takes the full path.
+
+``finished_outcome`` makes that check before a run loads anything it needs to send
+(polars, the HTTP client): standard library and the job spec only, so a nightly
+re-run of a finished job takes a fraction of a second.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchkimi.manifest.reader import listing_digest
-from batchkimi.store.journal import journal_paths
+from batchkimi.outcome import RunOutcome
+from batchkimi.store.files import store_sizes
+from batchkimi.store.lock import OutputLock
 from batchkimi.version import __version__
 
 STATE_NAME = "state.json"
+STATE_DIR = ".batchkimi"
+_SUMMARY_NAME = "summary.json"
+_RESULTS_NAME = "results.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,8 @@ def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
     """Hash the manifest, unless its size, mtime and inode say it is unchanged. A
     folder or glob manifest is stamped by what it lists."""
     if not path.is_file():
+        from batchkimi.manifest.reader import listing_digest  # polars: only for globs
+
         return ManifestStamp(listing_digest(path), 0, 0, 0)
     facts = path.stat()
     if previous is not None and (previous.size, previous.mtime_ns, previous.inode) == (
@@ -77,7 +87,8 @@ def inputs_key(settings: Mapping[str, Any], manifest: ManifestStamp) -> str:
 
 
 def journal_sizes(state_dir: Path) -> dict[str, int]:
-    return {path.name: path.stat().st_size for path in journal_paths(state_dir)}
+    """The size of every journal file and segment: a change means new answers."""
+    return store_sizes(state_dir)
 
 
 def _state_path(state_dir: Path, shard: str | None) -> Path:
@@ -114,3 +125,48 @@ def current_state(
     ):
         return state
     return None
+
+
+def already_current(
+    output: Path, state: RunState, on_info: Callable[[str], None]
+) -> RunOutcome:
+    """The outcome of a finished job run again on the same inputs: nothing to send
+    or rebuild."""
+    on_info(
+        f"nothing to do: all {state.rows:,} rows have their results and "
+        "results.parquet is current (--retry-errors or --rerun sends failed rows again)"
+    )
+    summary = json.loads((output / _SUMMARY_NAME).read_text("utf-8"))
+    return RunOutcome(
+        exit_code=state.exit_code,
+        output=output,
+        by_status=state.by_status,
+        sent=0,
+        summary=summary,
+    )
+
+
+def finished_outcome(
+    output: Path,
+    shard: str | None,
+    manifest: Path,
+    settings: Mapping[str, Any],
+    on_info: Callable[[str], None],
+) -> RunOutcome | None:
+    """``already_current`` if the outputs of a job (its output folder, shard,
+    manifest and the ``settings`` that shape its results) are current, checked under
+    the output's lock as a run would (a run holding it: exit 4); None when a run has
+    work to do. Loads nothing a run needs, so call it before loading the runner."""
+    state_dir = output / STATE_DIR
+    if not (state_dir / _state_path(state_dir, shard).name).is_file():
+        return None
+    with OutputLock(state_dir, shard=shard):
+        previous = load_state(state_dir, shard)
+        if previous is None:
+            return None
+        stamp = stamp_manifest(manifest, previous.manifest)
+        outputs = [output / _RESULTS_NAME, output / _SUMMARY_NAME]
+        key = inputs_key(settings, stamp)
+        if (current := current_state(previous, key, state_dir, outputs)) is None:
+            return None
+        return already_current(output, current, on_info)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import polars as pl
 
-from batchkimi.api.base import UNPROCESSED
-from batchkimi.records import RowResult, RowStatus
-from batchkimi.store.journal import read_latest
-from batchkimi.store.results import JOURNAL_SCHEMA
+from batchkimi.records import UNPROCESSED, RowResult, RowStatus
+from batchkimi.store.answers import gather, positions
+from batchkimi.store.files import answer_files
+from batchkimi.store.schema import JOURNAL_SCHEMA
 
 _FIELDS = {f.name for f in fields(RowResult)}
 _COUNTS = ("retries", "repair_causes")
@@ -30,22 +30,21 @@ _IN_HAND = (
     & pl.col("retryable").fill_null(False)
     & (pl.col("status") != RowStatus.OK.value)
 )
-_PROBE = {
-    "fingerprint": pl.String(),
-    "finished_at": pl.String(),
-    "status": pl.String(),
-    "error_code": pl.String(),
+_FLAGS = {
     "validation_error": pl.String(),
+    "error_code": pl.String(),
     "retryable": pl.Boolean(),
+    "status": pl.String(),
 }
 
 
 def answers_in_hand(folder: Path) -> dict[str, RowResult]:
     """Fingerprint → the newest record of a row left with a paid answer in hand.
-    Reads a few columns first, and whole records only when there are any."""
-    if read_latest(folder, _PROBE).filter(_IN_HAND).is_empty():
-        return {}
-    pending = read_latest(folder, JOURNAL_SCHEMA).filter(_IN_HAND)
+
+    Reads a few columns of every record, then the whole records of only those
+    fingerprints that ever had such an answer (usually none)."""
+    ever = positions(answer_files(folder), _FLAGS, where=_IN_HAND)["fingerprint"]
+    pending = gather(folder, ever.unique(), JOURNAL_SCHEMA).filter(_IN_HAND)
     found: dict[str, RowResult] = {}
     for record in pending.iter_rows(named=True):
         values = {k: v for k, v in record.items() if k in _FIELDS and v is not None}
