@@ -96,7 +96,7 @@ def run(
             stacklevel=2,
         )
     results = resolved.output / "results.parquet"
-    return pl.read_parquet(results) if results.exists() else pl.DataFrame()
+    return pl.read_parquet(results, glob=False) if results.exists() else pl.DataFrame()
 
 
 def plan(

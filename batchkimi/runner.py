@@ -240,7 +240,8 @@ async def _run_locked(
         )
     done = answered_fingerprints(state, job.writing.rerun_set)
     answer = job.asking.answer
-    in_hand = answers_in_hand(state)  # paid answers an earlier run did not finish
+    # paid answers an earlier run did not finish, or that this run sends again
+    in_hand = answers_in_hand(state, job.writing.rerun_set)
     for message in warnings:
         observer.on_warning(message)
 

@@ -86,7 +86,7 @@ def run(job: Job, *, clock: Clock | None = None) -> RunOutcome:
 
 
 def read_results(job: Job) -> pl.DataFrame:
-    return pl.read_parquet(job.output / "results.parquet")
+    return pl.read_parquet(job.output / "results.parquet", glob=False)
 
 
 def run_args(

@@ -72,8 +72,7 @@ class Tally:
         self.failed = 0
         self.retries = 0
         self.tokens = 0
-        self.cost = 0.0
-        self.currency: str | None = None
+        self.costs: dict[str, float] = {}  # currency -> cost so far
         self.start = time.monotonic()
 
     def add(self, result: RowResult) -> None:
@@ -81,16 +80,28 @@ class Tally:
         if result.status != RowStatus.OK:
             self.failed += 1
         self.tokens += result.total_tokens or 0
-        if result.cost is not None:
-            self.cost += result.cost
-            self.currency = result.currency
+        if result.cost is not None and result.currency is not None:
+            self.costs[result.currency] = self.costs.get(result.currency, 0.0) + (
+                result.cost
+            )
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.start
         return self.done / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def currency(self) -> str | None:
+        """The one currency of the costs so far (None: none, or several)."""
+        return next(iter(self.costs)) if len(self.costs) == 1 else None
+
+    @property
+    def cost(self) -> float:
+        return sum(self.costs.values())
+
     def cost_text(self) -> str:
-        return f"{self.cost:.4f} {self.currency}" if self.currency else "cost unknown"
+        if not self.costs:
+            return "cost unknown"
+        return " + ".join(f"{v:.4f} {c}" for c, v in sorted(self.costs.items()))
 
     def line(self) -> str:
         return (
@@ -277,6 +288,7 @@ class JsonLog:
             tokens=overall.get("tokens"),
             cost=overall.get("cost"),
             currency=overall.get("currency"),
+            cost_by_currency=overall.get("cost_by_currency"),
             results=str(outcome.output / "results.parquet")
             if outcome.results_written
             else None,
@@ -297,7 +309,10 @@ def summary_lines(outcome: RunOutcome) -> list[str]:
         counts = ", ".join(f"{n:,} {s}" for s, n in outcome.by_status.items() if n)
         cost, currency = overall["cost"], overall["currency"]
         tokens = overall["tokens"]
-        if cost is not None:
+        by_currency = overall.get("cost_by_currency") or {}
+        if len(by_currency) > 1:
+            cost_text = " + ".join(f"{v:.4f} {c}" for c, v in by_currency.items())
+        elif cost is not None:
             cost_text = f"{cost:.4f} {currency}"
         elif not tokens["input_tokens"]:
             cost_text = "nothing (no answer was received)"

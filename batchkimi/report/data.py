@@ -47,7 +47,7 @@ def load_run(output: Path) -> RunData:
         raise ConfigError(msg)
     newest_journal = max((_mtime(p) for p in answers), default=0.0)
     if results_path.is_file() and results_path.stat().st_mtime >= newest_journal:
-        frame = pl.read_parquet(results_path)
+        frame = pl.read_parquet(results_path, glob=False)
         partial, source = False, results_path
     else:
         schema = {**JOURNAL_SCHEMA, "row_id": pl.String()}

@@ -173,6 +173,11 @@ class RowSender:
         self._in_hand[request.fingerprint] = row
         previous = self.resume.get(request.fingerprint) if self.resume else None
         given: Completion | None = None
+        if previous is not None and not _in_hand(previous):
+            # a paid answer this run asks again (--rerun): a fresh ask, with what
+            # was already spent on the row kept on it
+            row.carry(previous)
+            previous = None
         if previous is not None:
             row.resume_from(previous)
             if previous.error_code == UNPROCESSED:
@@ -524,6 +529,21 @@ class _RowRun:
         self.tally = Tally.resumed(record)
         self.retries.update(record.retries)
         self.waited[0] += record.wait_ms / 1000
+
+    def carry(self, record: RowResult) -> None:
+        """Start afresh, keeping what the row has already cost (tokens, price,
+        attempts): every attempt a row was paid for stays counted on it."""
+        self.resume_from(record)
+        self.tally.repairs = 0
+        self.tally.repair_causes.clear()
+
+
+def _in_hand(record: RowResult) -> bool:
+    """Whether ``record`` left a paid answer to carry on from (an invalid answer
+    owed a repair, or one batchkimi failed to process)."""
+    return record.retryable and (
+        record.validation_error is not None or record.error_code == UNPROCESSED
+    )
 
 
 def _journaled_answer(record: RowResult) -> Completion:

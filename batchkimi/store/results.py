@@ -193,7 +193,7 @@ class _Build:
         records = positions(files, {}, key=key("fingerprint"), spans=spans)
         winners = newest(records, key="_k")
         del records
-        register = pl.scan_parquet(self.rows_path).select("_fingerprint")
+        register = pl.scan_parquet(self.rows_path, glob=False).select("_fingerprint")
         keys = register.select(
             pl.when(pl.col("_fingerprint").is_not_null())
             .then(key("_fingerprint"))
@@ -443,7 +443,7 @@ def _blocks(rows_path: Path, block_rows: int) -> Iterator[pl.DataFrame]:
     """The register in blocks of exactly ``block_rows`` rows (the last one fewer);
     at least one block, empty for an empty register."""
     total = pq.read_metadata(rows_path).num_rows
-    register = pl.scan_parquet(rows_path)
+    register = pl.scan_parquet(rows_path, glob=False)
     for first in range(0, max(total, 1), block_rows):
         yield register.slice(first, block_rows).collect()
 
@@ -512,7 +512,7 @@ def shared_ids(rows_path: Path) -> SharedIds:
     """Rows (in scope) whose id is not theirs alone, from the register's ids hashed
     to 8 bytes; ids whose hash repeats are compared whole."""
     ids = (
-        pl.scan_parquet(rows_path)
+        pl.scan_parquet(rows_path, glob=False)
         .filter(pl.col("_in_scope").fill_null(True))
         .select("id")
     )

@@ -138,7 +138,9 @@ class _Segment:
         """Records ``start`` to ``start + length`` as a frame of exactly ``schema``:
         a column the segment lacks (written before it existed) is null."""
         present = [c for c in schema if c in self.columns]
-        frame = pl.scan_parquet(self.path).slice(start, length).select(present)
+        frame = (
+            pl.scan_parquet(self.path, glob=False).slice(start, length).select(present)
+        )
         if any(self.columns.get(c) != t for c, t in schema.items()):
             frame = frame.select(
                 pl.col(c).cast(t) if c in self.columns else pl.lit(None, t).alias(c)

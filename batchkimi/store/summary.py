@@ -206,6 +206,11 @@ def _group(
     )
     currencies = sorted({c for cs in parts["currencies"] for c in cs})
     priced = statuses.filter(pl.col("priced") > 0)
+    by_currency: dict[str, float] = {}
+    for cost, found in parts.select("cost", "currencies").rows():
+        if len(found) == 1:  # a model's prices are in one currency
+            by_currency[found[0]] = by_currency.get(found[0], 0.0) + float(cost)
+    one = len(currencies) == 1
     return {
         "rows": int(parts["rows"].sum()),
         "requests": int(parts["requests"].sum()),
@@ -213,8 +218,10 @@ def _group(
             str(s): int(n) for s, n in statuses.select("status", "rows").rows()
         },
         "tokens": {name: int(parts[name].sum()) for name in _TOKENS},
-        "cost": round(float(parts["cost"].sum()), 6) if priced.height else None,
-        "currency": currencies[0] if len(currencies) == 1 else (currencies or None),
+        # a sum only in one currency: CNY and USD do not add up
+        "cost": round(float(parts["cost"].sum()), 6) if priced.height and one else None,
+        "currency": currencies[0] if one else (currencies or None),
+        "cost_by_currency": {c: round(v, 6) for c, v in sorted(by_currency.items())},
         "cost_by_status": {
             str(s): round(float(c), 6)
             for s, c in priced.select("status", "cost").rows()

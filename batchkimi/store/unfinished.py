@@ -19,6 +19,7 @@ import polars as pl
 from batchkimi.records import UNPROCESSED, RowResult, RowStatus
 from batchkimi.store.answers import gather, positions
 from batchkimi.store.files import answer_files
+from batchkimi.store.journal import resend_condition
 from batchkimi.store.schema import JOURNAL_SCHEMA
 
 _FIELDS = {f.name for f in fields(RowResult)}
@@ -35,16 +36,21 @@ _FLAGS = {
     "error_code": pl.String(),
     "retryable": pl.Boolean(),
     "status": pl.String(),
+    "input_tokens": pl.Int64(),
 }
 
 
-def answers_in_hand(folder: Path) -> dict[str, RowResult]:
-    """Fingerprint → the newest record of a row left with a paid answer in hand.
+def answers_in_hand(
+    folder: Path, rerun: frozenset[str] = frozenset()
+) -> dict[str, RowResult]:
+    """Fingerprint → the newest record of a row left with a paid answer in hand, or
+    paid for and sent again now (``rerun``: its tokens and cost stay on the row).
 
     Reads a few columns of every record, then the whole records of only those
     fingerprints that ever had such an answer (usually none)."""
-    ever = positions(answer_files(folder), _FLAGS, where=_IN_HAND)["fingerprint"]
-    pending = gather(folder, ever.unique(), JOURNAL_SCHEMA).filter(_IN_HAND)
+    wanted = _IN_HAND | (resend_condition(rerun) & pl.col("input_tokens").is_not_null())
+    ever = positions(answer_files(folder), _FLAGS, where=wanted)["fingerprint"]
+    pending = gather(folder, ever.unique(), JOURNAL_SCHEMA).filter(wanted)
     found: dict[str, RowResult] = {}
     for record in pending.iter_rows(named=True):
         values = {k: v for k, v in record.items() if k in _FIELDS and v is not None}

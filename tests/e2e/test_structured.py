@@ -212,7 +212,13 @@ def test_repairs_that_run_out_leave_the_row_invalid_kept_and_sent_again_only_whe
     rerun = structured(tmp_path, simulator, rows=rows, rerun="invalid")
     assert run(rerun).exit_code == 0  # … unless asked
     assert len(simulator.requests) == sent + 1
-    assert set(read_results(spec)["status"]) == {"ok"}
+    again = read_results(spec)
+    assert set(again["status"]) == {"ok"}
+    fixed = again.filter(pl.col("id") == bad["id"]).row(0, named=True)
+    # the replaced invalid answers were paid for: they stay on the row and the bill
+    assert fixed["input_tokens"] > bad["input_tokens"]
+    assert fixed["cost"] > bad["cost"]
+    assert fixed["repairs"] == 0
 
 
 def test_the_schema_and_mode_are_part_of_the_request_but_max_repairs_is_not(

@@ -114,7 +114,7 @@ def test_the_progress_line_keeps_its_count_and_time_left_on_narrow_terminals() -
         display._live = True
         display.on_start(total_rows=300_000, already_done=0)
         display.tally.failed, display.tally.tokens = 3, 1_234_567
-        display.tally.cost, display.tally.currency = 12.3456, "CNY"
+        display.tally.costs = {"CNY": 12.3456}
         assert display._progress is not None and display._task is not None
         display._progress.update(display._task, advance=12_345, stats=display._stats())
         display._progress.refresh()

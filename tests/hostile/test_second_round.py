@@ -368,3 +368,32 @@ def test_a_frames_folder_outside_the_media_root_says_so(
     run(spec)
     row = read_results(spec).row(0, named=True)
     assert "outside the media root" in row["error_message"]
+
+
+def test_an_output_folder_named_like_a_pattern_works(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    out = tmp_path / "out[1]"
+    spec = make_spec(tmp_path, simulator, output=out)
+    assert run(spec).exit_code == 0
+    assert run(spec).exit_code == 0  # and resumes
+    assert read_results(spec).height == 5
+    assert invoke("report", str(out)).exit_code == 0
+
+
+def test_costs_in_two_currencies_are_never_added(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    prices = tmp_path / "p.toml"
+    prices.write_text(
+        '[prices."kimi-k2.6"."cn-beijing"]\ncurrency = "USD"\ninput = 1.0\noutput = 2.0\n'
+    )
+    rows = [
+        {"id": "a", "review": "x", "model": "kimi-k2.6"},
+        {"id": "b", "review": "y", "model": "kimi-k2.5"},
+    ]
+    spec = make_spec(tmp_path, simulator, rows=rows, prices=prices)
+    run(spec)
+    summary = json.loads((spec.output / "summary.json").read_text())["overall"]
+    assert summary["cost"] is None
+    assert set(summary["cost_by_currency"]) == {"CNY", "USD"}
