@@ -210,7 +210,7 @@ def _group(
     for cost, found in parts.select("cost", "currencies").rows():
         if len(found) == 1:  # a model's prices are in one currency
             by_currency[found[0]] = by_currency.get(found[0], 0.0) + float(cost)
-    one = len(currencies) == 1
+    one = len(currencies) <= 1  # (rows priced with no currency named: one too)
     return {
         "rows": int(parts["rows"].sum()),
         "requests": int(parts["requests"].sum()),
@@ -220,7 +220,7 @@ def _group(
         "tokens": {name: int(parts[name].sum()) for name in _TOKENS},
         # a sum only in one currency: CNY and USD do not add up
         "cost": round(float(parts["cost"].sum()), 6) if priced.height and one else None,
-        "currency": currencies[0] if one else (currencies or None),
+        "currency": currencies[0] if len(currencies) == 1 else (currencies or None),
         "cost_by_currency": {c: round(v, 6) for c, v in sorted(by_currency.items())},
         "cost_by_status": {
             str(s): round(float(c), 6)

@@ -255,7 +255,16 @@ def test_answered_fingerprints_and_unfinished_answers_read_segments(
         state,
         [result(i) for i in range(10)]
         + [
-            result(10, status="error", error_code="InternalError", retryable=True),
+            result(
+                10,
+                status="error",
+                error_code="InternalError",
+                retryable=True,
+                content=None,
+                input_tokens=None,  # a 500 is not paid for
+                output_tokens=None,
+                total_tokens=None,
+            ),
             result(11, status="error", error_code="DataInspectionFailed"),
             result(
                 12,
@@ -283,6 +292,10 @@ def test_answered_fingerprints_and_unfinished_answers_read_segments(
     assert list(owed) == [fp(12)]
     assert owed[fp(12)].repair_causes == {"invalid": 1}
     assert owed[fp(12)].validation_error == "not one of the labels"
+    # a row paid for and sent again (--rerun) carries what it cost
+    carried = answers_in_hand(state, frozenset({"DataInspectionFailed"}))
+    assert sorted(carried) == [fp(11), fp(12)]
+    assert carried[fp(11)].input_tokens == 21
 
 
 def test_an_answered_set_looks_fingerprints_up_in_one_call() -> None:
