@@ -307,7 +307,7 @@ async def _run_locked(
         workspace_id=spec.workspace_id if spec.base_url is None else None,
         transport=transport,
     )
-    limits = _limit_store(spec, key, observer)
+    limits = _limit_store(spec, key, observer, clock)
     native = spec.api == "dashscope"
     uploader = (
         TemporaryUploader(key, spec.resolved_base_url, clock=clock, transport=transport)
@@ -480,14 +480,21 @@ def _already_current(
     )
 
 
-def _limit_store(spec: JobSpec, key: ApiKey, observer: RunObserver) -> LimitStore:
+def _limit_store(
+    spec: JobSpec, key: ApiKey, observer: RunObserver, clock: Clock
+) -> LimitStore:
     """Budgets shared by every run on this machine when a limit is configured (limits
     are the account's, not the process's); otherwise this run's own, adaptive ones."""
     if spec.limits_of(spec.model) == (None, None):
         return MemoryLimits(spec.limits_of)
     account = account_id(key, spec.resolved_base_url)
     try:
-        return SharedLimits(state_home() / f"{account}.json", spec.limits_of)
+        return SharedLimits(
+            state_home() / f"{account}.json",
+            spec.limits_of,
+            clock=clock,
+            on_info=observer.on_info,
+        )
     except OSError as exc:
         observer.on_warning(
             f"cannot keep rate budgets in {state_home()} ({exc.strerror}): this run "

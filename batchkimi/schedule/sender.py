@@ -101,6 +101,8 @@ class RowSender:
         self.on_retry = on_retry
         self.limits = limits
         self.answered_at = clock.monotonic()  # the last answer that was not transient
+        #: the code of the last transient failure since then, and if it was a throttle
+        self._last_transient: tuple[str, bool] | None = None
         self._output_tokens: dict[str, float] = {}  # model -> running mean of output
 
     def _tokens_to_reserve(self, request: RowRequest) -> float:
@@ -118,6 +120,7 @@ class RowSender:
         while limits is not None:
             granted, delay = limits.try_reserve(request.model, tokens, sent_at)
             if delay > 0:
+                self._check_wait(sent_at + delay - self.answered_at)
                 wait[0] += delay
                 await self.clock.sleep(delay)
             if granted:
@@ -127,7 +130,7 @@ class RowSender:
         now = self.clock.monotonic()
         result = exchange.result
         if isinstance(result, Completion):
-            self.answered_at = now
+            self.answered_at, self._last_transient = now, None
             used = result.usage.total_tokens if result.usage else None
             if result.usage is not None:
                 mean = self._output_tokens.get(
@@ -142,6 +145,8 @@ class RowSender:
                 )
             return exchange
         throttled = result.budget is not None
+        if result.kind == "transient":
+            self._last_transient = (result.code, throttled)
         if self.limits is not None:
             self.limits.settle(
                 request.model,
@@ -154,18 +159,33 @@ class RowSender:
         # a throttle, a 5xx or a lost connection says nothing about the row: when
         # nothing else has come back for a long time, the run stops (resumable)
         # instead of spinning through the manifest on an outage
-        waiting_s = now - self.answered_at
-        if result.kind == "transient" and waiting_s > self.settings.max_throttle_wait_s:
+        if result.kind == "transient":
+            self._check_wait(now - self.answered_at)
+        else:
+            self.answered_at, self._last_transient = now, None
+        return exchange
+
+    def _check_wait(self, waiting_s: float) -> None:
+        """Stop the run (resumably) when it has waited, or a pacing delay would make
+        it wait, longer than --max-throttle-wait with no answer between: every wait
+        is bounded, the rate budgets' included."""
+        if waiting_s <= self.settings.max_throttle_wait_s:
+            return
+        if self._last_transient is not None:
+            code, throttled = self._last_transient
             what = "throttled every request" if throttled else "answered no request"
             msg = (
-                f"the service has {what} for {waiting_s:.0f} s (last: {result.code}); "
+                f"the service has {what} for {waiting_s:.0f} s (last: {code}); "
                 "the run stops here, resumable. Wait, lower --concurrency / --rpm / "
                 "--tpm, check --base-url and the network, or raise --max-throttle-wait"
             )
-            raise ThrottleStop(msg)
-        if result.kind != "transient":
-            self.answered_at = now
-        return exchange
+        else:
+            msg = (
+                f"the rate budgets would hold requests for {waiting_s:.0f} s with no "
+                "answer between; the run stops here, resumable. Raise --rpm / --tpm "
+                "if the account allows more, or raise --max-throttle-wait"
+            )
+        raise ThrottleStop(msg)
 
     async def process(self, request: RowRequest) -> RowResult:
         started_at = self.clock.wall().isoformat()

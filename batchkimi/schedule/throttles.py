@@ -1,0 +1,213 @@
+"""Is a throttle about the rate? One budget's judge, in one process. Pure.
+
+A throttle caused by the rate becomes rarer when the rate falls; one that is not (the
+service refusing a share of requests whatever the pace, as a busy gateway may) does
+not. Cutting for the second kind only costs speed: a rule that cuts 10% per throttle
+and grows 2% a second settles where throttles arrive about once a second, whatever
+caused them (issue 13 measured 30.7 rows/s falling to 4 under 5% random throttles).
+So the judge keeps an estimate of the **background**: the share of throttles that is
+not about the rate. Only a share clearly above it cuts, and each such cut is an
+experiment, a **trial**, which lasts while the rate stays near the cut (until it has
+grown ``TRIAL_GROWTH`` past it, at most ``TRIAL_S``):
+
+- If ``FLAT * NOISE_SAMPLE`` throttles of requests sent after the cut come before the
+  count of answers at which the old share predicted ``NOISE_SAMPLE`` (they are at
+  least half as frequent as before), and their share is one a background can have
+  (at most ``NOISE_MAX``), the cut did not help: it is **undone**, and their share is
+  the background.
+- A share above ``NOISE_MAX`` after the cut means the cut was too small (early in a
+  run the allowance the service saved up flatters the rate accepted): cut again.
+- Otherwise the cut was about the rate and is **confirmed**: the store keeps what the
+  service accepted as the learned limit, and the throttles that still came after it
+  (from ``BELOW_AFTER_S`` on: just after a cut the service may still be refusing
+  what the old rate overdrew), at a rate the service was found to accept, are
+  background too. Their share, fading with a half-life of ``NOISE_HALF_LIFE_S``, is
+  believed once ``BELOW_MIN`` answers are in: that is how a real limit with random
+  throttles on top is found without cutting for every one of them.
+
+A recent share of at least ``HIGH`` (a moving average over about the last 32
+answers) is never background: it cuts at once, with no trial, and again while it
+stays that high (a run that opened far too fast). Throttles of requests sent before
+the last change are echoes of a rate already corrected and count for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+HIGH = 0.5  # a recent share of throttles this high is never background...
+HIGH_MIN = 8  # ...once this many answers came since the last change
+RECENT = 1 / 32  # the weight of each answer in the recent share
+LOW_MIN = 32  # a lower share is judged over at least this many answers
+HISTORY_S = 1.0  # ...once answers have come for this long (a whole second)
+NOISE_SAMPLE = 24  # a trial expects this many throttles if the share stays flat
+FLAT = 0.5  # throttles at least this part as frequent after a cut: not the rate
+TRIAL_GROWTH = 0.05  # a trial ends when the rate has grown this much past the cut
+TRIAL_S = 20.0  # ...or after this long
+NOISE_MAX = 0.15  # never take more than this share for background
+NOISE_HALF_LIFE_S = 60.0  # what is known of the background fades
+BELOW_AFTER_S = 1.0  # a confirmed cut's throttles count as background from then on
+BELOW_MIN = 48  # ...once there are this many answers to judge their share by
+WINDOW = 256  # past this many answers the counters halve: the share stays recent
+
+Verdict = Literal["cut", "undo", "confirm", "confirm+cut"] | None
+
+
+@dataclass(slots=True)
+class Trial:
+    """A cut awaiting its verdict."""
+
+    rate_before: float | None  # what an undo goes back to (None: unlimited)
+    share_before: float  # the share of throttles that made the cut
+    until: float  # confirmed by then if nothing says otherwise
+    rate_cut: float = math.inf  # the rate the cut set
+    answered: int = 0  # answers of requests sent since the cut
+    throttled: int = 0  # of them, throttled
+    # the same from BELOW_AFTER_S after the cut: background, if the cut holds
+    later_answered: int = 0
+    later_throttled: int = 0
+    later_from: float = 0.0
+
+
+@dataclass(slots=True)
+class ThrottleJudge:
+    answered: float = 0.0  # answers of requests sent since the last change
+    throttled: float = 0.0  # of them, throttled on this budget
+    recent: float = 0.0  # moving share of throttles among the last answers
+    changed_at: float = -1e18  # when this process saw the rate change
+    first_at: float | None = None  # the first answer this budget ever had
+    noise: float = 0.0  # the share of throttles a cut that did not help showed
+    noise_at: float = 0.0
+    # answers (and throttles) after confirmed cuts, fading
+    below_answered: float = 0.0
+    below_throttled: float = 0.0
+    below_at: float = 0.0
+    trial: Trial | None = None
+    #: the share a pending cut was asked for with (see ``cut_made``)
+    asked_share: float = 0.0
+    #: the rate a pending undo goes back to
+    undo_to: float | None = None
+
+    def answer(
+        self, *, throttled: bool, sent_at: float, now: float, pace: float | None
+    ) -> Verdict:
+        """Count one answer on this budget; what to ask of the store, if anything.
+        ``pace`` is the budget's rate now (None: unlimited)."""
+        if sent_at < self.changed_at:
+            return None  # sent before the last change: an echo
+        if self.first_at is None:
+            self.first_at = now
+        if now - self.first_at < HISTORY_S:
+            # the first second is the HIGH rule's alone: the service may be spending
+            # an allowance it saved up, which would dilute every share after it
+            self.recent += ((1.0 if throttled else 0.0) - self.recent) * RECENT
+            if self.recent >= HIGH and throttled:
+                self.asked_share = 0.0
+                return "cut"
+            return None
+        self.answered += 1
+        if self.answered > WINDOW:
+            self.answered /= 2
+            self.throttled /= 2
+        trial = self.trial
+        if trial is not None:
+            trial.answered += 1
+            trial.throttled += throttled
+            if sent_at >= trial.later_from:
+                trial.later_answered += 1
+                trial.later_throttled += throttled
+        in_trial = trial is not None and (
+            now < trial.until
+            and pace is not None
+            and pace <= trial.rate_cut * (1 + TRIAL_GROWTH)
+        )
+        if not throttled:
+            self.recent -= self.recent * RECENT
+            if trial is None:
+                return None
+            if in_trial and trial.answered * trial.share_before < NOISE_SAMPLE:
+                return None
+            self._confirmed(now)  # as many answers as the old share needed: it held
+            return "confirm"
+        self.throttled += 1
+        self.recent += (1 - self.recent) * RECENT
+        if self.answered >= HIGH_MIN and self.recent >= HIGH:
+            self.trial = None  # nothing to judge: this rate is too high, plainly
+            self.asked_share = 0.0
+            return "cut"
+        confirm = False
+        if trial is not None:
+            if in_trial:
+                if trial.throttled < FLAT * NOISE_SAMPLE:
+                    return None
+                share = trial.throttled / trial.answered
+                if share > NOISE_MAX:
+                    # more than any background: the cut was too small; the trial
+                    # goes on, lower
+                    self.asked_share = trial.share_before
+                    return "cut"
+                self.undo_to = trial.rate_before
+                self.noise, self.noise_at = share, now
+                self.trial = None
+                return "undo"
+            self._confirmed(now)  # the rate grew back with no sign it did not help
+            confirm = True
+        if not self._worth_a_cut(now):
+            return "confirm" if confirm else None
+        # the throttle that triggers the cut is left out of the share it is judged by
+        self.asked_share = max(self.throttled - 1, 1) / self.answered
+        return "confirm+cut" if confirm else "cut"
+
+    def _confirmed(self, now: float) -> None:
+        """The trial's cut was about the rate: what was throttled after it is
+        background."""
+        trial = self.trial
+        self.trial = None
+        if trial is None or trial.later_answered == 0:
+            return
+        fade = math.pow(0.5, max(0.0, now - self.below_at) / NOISE_HALF_LIFE_S)
+        self.below_answered = self.below_answered * fade + trial.later_answered
+        self.below_throttled = self.below_throttled * fade + trial.later_throttled
+        self.below_at = now
+
+    def _worth_a_cut(self, now: float) -> bool:
+        """A share of throttles clearly above the background, over enough answers."""
+        if self.first_at is None or now - self.first_at < HISTORY_S:
+            return False
+        if self.answered < LOW_MIN:
+            return False
+        noise = self.background(now)
+        allowance = 1.5 * noise + 0.02 if noise > 0.005 else 0.0
+        return self.throttled / self.answered > allowance
+
+    def background(self, now: float) -> float:
+        """The share of throttles known not to be about the rate."""
+        fade = math.pow(0.5, max(0.0, now - self.noise_at) / NOISE_HALF_LIFE_S)
+        noise = self.noise * fade
+        if self.below_answered >= BELOW_MIN:
+            fade = math.pow(0.5, max(0.0, now - self.below_at) / NOISE_HALF_LIFE_S)
+            below = self.below_throttled / self.below_answered
+            noise = max(noise, below * fade)
+        return min(noise, NOISE_MAX)
+
+    def changed(self, now: float) -> None:
+        """The rate changed (by this process or another): start counting afresh."""
+        self.answered = self.throttled = self.recent = 0.0
+        self.changed_at = now
+
+    def cut_made(
+        self, now: float, *, rate_before: float | None, rate_cut: float | None
+    ) -> None:
+        """This process's cut was applied (it set ``rate_cut``): judge it from now
+        on. A cut made during a trial belongs to that trial."""
+        if self.trial is None and self.asked_share > 0:
+            self.trial = Trial(rate_before, self.asked_share, until=now + TRIAL_S)
+        trial = self.trial
+        if trial is not None:
+            trial.rate_cut = rate_cut if rate_cut is not None else math.inf
+            trial.answered = trial.throttled = 0
+            trial.later_answered = trial.later_throttled = 0
+            trial.later_from = now + BELOW_AFTER_S
+        self.changed(now)
