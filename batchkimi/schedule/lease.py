@@ -229,6 +229,15 @@ class LeasedLimits:
             self._act(model, held, now, on_requests, on_tokens, burst=False)
         return False
 
+    def absorbs(self, model: str, budget: str | None) -> bool:
+        """Was the throttle just settled on ``budget`` of the background (not about
+        the rate)? Then it is better retried at the pace than after a backoff."""
+        held = self._models.get(model)
+        if held is None:
+            return False
+        side = held.tokens if budget == "tpm" else held.requests
+        return side.judge.absorbed
+
     def close(self) -> None:
         """Hand back what is leased and report what was counted, then close the
         store."""

@@ -7,6 +7,7 @@ never silently ``ok``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -156,6 +157,13 @@ class RowSender:
                 now=now,
                 outcome="throttled" if throttled else "failed",
             )
+            if throttled and self.limits.absorbs(request.model, result.budget):
+                # a throttle of the background says nothing about the rate: the
+                # pacing spaces the retry, and a backoff would only idle a worker
+                # (at zero latency, a quarter of a second for 5% of rows halves a
+                # run; issue 13). So the wait to retry after it is none.
+                result = dataclasses.replace(result, retry_after_s=0.0)
+                exchange = dataclasses.replace(exchange, result=result)
         # a throttle, a 5xx or a lost connection says nothing about the row: when
         # nothing else has come back for a long time, the run stops (resumable)
         # instead of spinning through the manifest on an outage

@@ -25,6 +25,11 @@ grown ``TRIAL_GROWTH`` past it, at most ``TRIAL_S``):
   believed once ``BELOW_MIN`` answers are in: that is how a real limit with random
   throttles on top is found without cutting for every one of them.
 
+A throttle that cuts nothing while a background is known, and no trial is weighing
+it, is **absorbed**: the sender retries it at the pace, with no backoff. It says
+nothing about the rate, and a backoff only idles a worker (at zero latency, a quarter
+of a second for one row in twenty halved a run).
+
 A recent share of at least ``HIGH`` (a moving average over about the last 32
 answers) is never background: it cuts at once, with no trial, and again while it
 stays that high (a run that opened far too fast). Throttles of requests sent before
@@ -47,6 +52,7 @@ FLAT = 0.5  # throttles at least this part as frequent after a cut: not the rate
 TRIAL_GROWTH = 0.05  # a trial ends when the rate has grown this much past the cut
 TRIAL_S = 20.0  # ...or after this long
 NOISE_MAX = 0.15  # never take more than this share for background
+NOISE_FLOOR = 0.005  # below this share there is no background to speak of
 NOISE_HALF_LIFE_S = 60.0  # what is known of the background fades
 BELOW_AFTER_S = 1.0  # a confirmed cut's throttles count as background from then on
 BELOW_MIN = 48  # ...once there are this many answers to judge their share by
@@ -89,12 +95,15 @@ class ThrottleJudge:
     asked_share: float = 0.0
     #: the rate a pending undo goes back to
     undo_to: float | None = None
+    #: the last throttle was of the background: retry it without backing off
+    absorbed: bool = False
 
     def answer(
         self, *, throttled: bool, sent_at: float, now: float, pace: float | None
     ) -> Verdict:
         """Count one answer on this budget; what to ask of the store, if anything.
         ``pace`` is the budget's rate now (None: unlimited)."""
+        self.absorbed = False
         if sent_at < self.changed_at:
             return None  # sent before the last change: an echo
         if self.first_at is None:
@@ -118,28 +127,46 @@ class ThrottleJudge:
             if sent_at >= trial.later_from:
                 trial.later_answered += 1
                 trial.later_throttled += throttled
-        in_trial = trial is not None and (
-            now < trial.until
-            and pace is not None
-            and pace <= trial.rate_cut * (1 + TRIAL_GROWTH)
-        )
         if not throttled:
             self.recent -= self.recent * RECENT
             if trial is None:
                 return None
+            in_trial = self._in_trial(trial, now, pace)
             if in_trial and trial.answered * trial.share_before < NOISE_SAMPLE:
                 return None
             self._confirmed(now)  # as many answers as the old share needed: it held
             return "confirm"
         self.throttled += 1
         self.recent += (1 - self.recent) * RECENT
+        verdict = self._judge_throttle(now, pace)
+        # a throttle that cuts nothing, with no trial to weigh it and a background
+        # known, is of the background: it says nothing about the rate, so backing
+        # off for it only idles a worker (its retry is paced like any request)
+        self.absorbed = (
+            verdict is None
+            and self.trial is None
+            and self.background(now) > NOISE_FLOOR
+        )
+        return verdict
+
+    @staticmethod
+    def _in_trial(trial: Trial, now: float, pace: float | None) -> bool:
+        """Still judging: the rate is near the cut, and not for too long."""
+        return (
+            now < trial.until
+            and pace is not None
+            and pace <= trial.rate_cut * (1 + TRIAL_GROWTH)
+        )
+
+    def _judge_throttle(self, now: float, pace: float | None) -> Verdict:
+        trial = self.trial
         if self.answered >= HIGH_MIN and self.recent >= HIGH:
             self.trial = None  # nothing to judge: this rate is too high, plainly
             self.asked_share = 0.0
             return "cut"
         confirm = False
         if trial is not None:
-            if in_trial:
+            if self._in_trial(trial, now, pace):
                 if trial.throttled < FLAT * NOISE_SAMPLE:
                     return None
                 share = trial.throttled / trial.answered
@@ -179,8 +206,16 @@ class ThrottleJudge:
         if self.answered < LOW_MIN:
             return False
         noise = self.background(now)
-        allowance = 1.5 * noise + 0.02 if noise > 0.005 else 0.0
-        return self.throttled / self.answered > allowance
+        if noise <= NOISE_FLOOR:
+            return self.throttled > 0
+        # clearly above: by half again and two points, and by three standard
+        # deviations of the count the background alone would give (over 32 answers
+        # a 5% background throttles 6 now and then)
+        expected = self.answered * noise
+        spread = 3 * math.sqrt(expected * (1 - noise))
+        return self.throttled > max(
+            expected * 1.5 + self.answered * 0.02, expected + spread
+        )
 
     def background(self, now: float) -> float:
         """The share of throttles known not to be about the rate."""

@@ -91,6 +91,24 @@ def test_throttles_as_frequent_after_a_cut_undo_it() -> None:
     assert set(answers(judge, ("." * 19 + "t") * 20, start=8.0)) == {None}
 
 
+def test_a_throttle_of_a_known_background_is_absorbed() -> None:
+    """Once a background is known, a throttle that fits it is retried at the pace,
+    without a backoff; not while a trial weighs it, and not before anything is
+    known."""
+    judge = warmed(ThrottleJudge())
+    assert answers(judge, "." * 5 + "t", start=2.0)[-1] is None
+    assert not judge.absorbed  # nothing known yet
+    answers(judge, ("." * 19 + "t") * 10, start=2.1)
+    judge.cut_made(4.5, rate_before=None, rate_cut=90.0)
+    answers(judge, "." * 19 + "t", start=4.5, pace=90.0)
+    assert not judge.absorbed  # a trial is weighing it
+    after = answers(judge, ("." * 19 + "t") * 20, start=5.0, pace=90.0)
+    assert "undo" in after
+    judge.changed(9.0)  # the store applied the undo
+    answers(judge, "." * 19 + "t", start=9.0)
+    assert judge.absorbed
+
+
 def test_throttles_that_stop_after_a_cut_confirm_it() -> None:
     judge = warmed(ThrottleJudge())
     verdicts = answers(judge, ("." * 9 + "t") * 5, start=2.0)
