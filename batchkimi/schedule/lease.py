@@ -6,17 +6,20 @@ are shared) cost a run 27 times its speed with limits configured (issue 13). So 
 process takes a **lease** of each budget: a block of about 100 ms of its rate (see
 ``ratelimit``), and spends it here, a few additions per request. It asks the store
 again when a lease cannot cover a request or has lasted its 100 ms, handing back what
-it did not spend and reporting what it sent and what was accepted; a lease of an
-unlimited budget is as large as needed and lasts as long. The store is touched about
-ten times a second per process whatever the request rate, and at low rates (a lease
-of one request) once per request, as before.
+it did not spend and reporting what it sent and what was accepted (a lease of an
+unlimited budget has no end but its 100 ms, so the counts still arrive). The store is
+touched about ten times a second per process whatever the request rate, and at low
+rates (a lease of one request) once per request, as before. A refusal (the queue is
+longer than a second) is remembered until it expires, so the workers waiting do not
+each ask again.
 
 Answers are judged here too, one ``ThrottleJudge`` per budget; only its verdicts (cut,
 undo, confirm) go to the store at once, with the lease of the budget concerned
 handed back, so the next request goes at the new rate.
 
-Every method takes ``now`` (this process's monotonic seconds); the store converts to
-its own time. Pure but for the store it is given.
+Every method takes ``now`` (this process's monotonic seconds); a lease is relative to
+the moment it was granted, so the store may keep time its own way (the shared one
+keeps the wall clock's). Pure but for the store it is given.
 """
 
 from __future__ import annotations

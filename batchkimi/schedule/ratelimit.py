@@ -12,9 +12,11 @@ spends alone (``schedule/lease.py``) and whose unused part it hands back with it
 next exchange. A lease is the store's queue position for a block instead of one unit:
 unit ``k`` of a block granted at level ``L`` may go ``(k - L) / rate`` seconds after
 the grant, exactly when GCRA would have let it go, so two processes leasing from one
-store together keep the limit, while each touches the store about ten times a second
-whatever its request rate. A process reports what it sent and what was accepted with
-the same exchange; the store needs those counts to know what the service accepts.
+store together keep the limit (in any window, at most a block beyond what single
+requests could take: what a lease hands back returns to the bucket), while each
+touches the store about ten times a second whatever its request rate. A process
+reports what it sent and what was accepted with the same exchange; the store needs
+those counts to know what the service accepts.
 
 The rate adapts. A process that judges a throttle to be about the rate
 (``schedule/throttles.py`` decides; the store only does the arithmetic) asks for a

@@ -21,14 +21,15 @@ grown ``TRIAL_GROWTH`` past it, at most ``TRIAL_S``):
   service accepted as the learned limit, and the throttles that still came after it
   (from ``BELOW_AFTER_S`` on: just after a cut the service may still be refusing
   what the old rate overdrew), at a rate the service was found to accept, are
-  background too. Their share, fading with a half-life of ``NOISE_HALF_LIFE_S``, is
-  believed once ``BELOW_MIN`` answers are in: that is how a real limit with random
-  throttles on top is found without cutting for every one of them.
+  background too, at half weight (the cut may have been a little short). Their
+  share, fading with a half-life of ``NOISE_HALF_LIFE_S``, is believed once
+  ``BELOW_MIN`` answers are in: that is how a real limit with random throttles on
+  top is found without cutting for every one of them.
 
-A throttle that cuts nothing while a background is known, and no trial is weighing
-it, is **absorbed**: the sender retries it at the pace, with no backoff. It says
-nothing about the rate, and a backoff only idles a worker (at zero latency, a quarter
-of a second for one row in twenty halved a run).
+A throttle that cuts nothing while an undone cut has shown a background, and no
+trial is weighing it, is **absorbed**: the sender retries it at the pace, with no
+backoff. It says nothing about the rate, and a backoff only idles a worker (at zero
+latency, a quarter of a second for one row in twenty halved a run).
 
 A recent share of at least ``HIGH`` (a moving average over about the last 32
 answers) is never background: it cuts at once, with no trial, and again while it
@@ -56,6 +57,7 @@ NOISE_FLOOR = 0.005  # below this share there is no background to speak of
 NOISE_HALF_LIFE_S = 60.0  # what is known of the background fades
 BELOW_AFTER_S = 1.0  # a confirmed cut's throttles count as background from then on
 BELOW_MIN = 48  # ...once there are this many answers to judge their share by
+BELOW_WEIGHT = 0.5  # ...and at half their share (see ``background``)
 WINDOW = 256  # past this many answers the counters halve: the share stays recent
 
 Verdict = Literal["cut", "undo", "confirm", "confirm+cut"] | None
@@ -140,12 +142,13 @@ class ThrottleJudge:
         self.recent += (1 - self.recent) * RECENT
         verdict = self._judge_throttle(now, pace)
         # a throttle that cuts nothing, with no trial to weigh it and a background
-        # known, is of the background: it says nothing about the rate, so backing
-        # off for it only idles a worker (its retry is paced like any request)
+        # shown by an undone cut, is of the background: it says nothing about the
+        # rate, so backing off for it only idles a worker (its retry is paced like
+        # any request)
         self.absorbed = (
             verdict is None
             and self.trial is None
-            and self.background(now) > NOISE_FLOOR
+            and self.shown_background(now) > NOISE_FLOOR
         )
         return verdict
 
@@ -217,32 +220,43 @@ class ThrottleJudge:
             expected * 1.5 + self.answered * 0.02, expected + spread
         )
 
-    def background(self, now: float) -> float:
-        """The share of throttles known not to be about the rate."""
+    def shown_background(self, now: float) -> float:
+        """The background a cut that did not help showed (strong evidence)."""
         fade = math.pow(0.5, max(0.0, now - self.noise_at) / NOISE_HALF_LIFE_S)
-        noise = self.noise * fade
+        return min(self.noise * fade, NOISE_MAX)
+
+    def background(self, now: float) -> float:
+        """The share of throttles taken not to be about the rate: what an undone cut
+        showed, or half of what came after confirmed ones. Half, because a cut from
+        a rate the service's saved-up allowance flattered may still be a little over
+        the limit, and its throttles would pass for background."""
+        noise = self.shown_background(now)
         if self.below_answered >= BELOW_MIN:
             fade = math.pow(0.5, max(0.0, now - self.below_at) / NOISE_HALF_LIFE_S)
             below = self.below_throttled / self.below_answered
-            noise = max(noise, below * fade)
+            noise = max(noise, BELOW_WEIGHT * below * fade)
         return min(noise, NOISE_MAX)
 
     def changed(self, now: float) -> None:
-        """The rate changed (by this process or another): start counting afresh."""
+        """The rate changed, by another process or with another verdict than a cut
+        of this one: start counting afresh. A trial under way ends without a
+        verdict: what it would undo is no longer the rate."""
         self.answered = self.throttled = self.recent = 0.0
         self.changed_at = now
+        self.trial = None
 
     def cut_made(
         self, now: float, *, rate_before: float | None, rate_cut: float | None
     ) -> None:
         """This process's cut was applied (it set ``rate_cut``): judge it from now
         on. A cut made during a trial belongs to that trial."""
-        if self.trial is None and self.asked_share > 0:
-            self.trial = Trial(rate_before, self.asked_share, until=now + TRIAL_S)
         trial = self.trial
+        if trial is None and self.asked_share > 0:
+            trial = Trial(rate_before, self.asked_share, until=now + TRIAL_S)
+        self.changed(now)
         if trial is not None:
             trial.rate_cut = rate_cut if rate_cut is not None else math.inf
             trial.answered = trial.throttled = 0
             trial.later_answered = trial.later_throttled = 0
             trial.later_from = now + BELOW_AFTER_S
-        self.changed(now)
+            self.trial = trial
