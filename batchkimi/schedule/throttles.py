@@ -133,11 +133,12 @@ class ThrottleJudge:
             self.recent -= self.recent * RECENT
             if trial is None:
                 return None
-            in_trial = self._in_trial(trial, now, pace)
-            if in_trial and trial.answered * trial.share_before < NOISE_SAMPLE:
+            if trial.answered * trial.share_before >= NOISE_SAMPLE:
+                self._confirmed(now)  # as many answers as the old share needed
+                return "confirm"
+            if self._in_trial(trial, now, pace):
                 return None
-            self._confirmed(now)  # as many answers as the old share needed: it held
-            return "confirm"
+            return self._ended(now)
         self.throttled += 1
         self.recent += (1 - self.recent) * RECENT
         verdict = self._judge_throttle(now, pace)
@@ -182,7 +183,8 @@ class ThrottleJudge:
                 self.noise, self.noise_at = share, now
                 self.trial = None
                 return "undo"
-            self._confirmed(now)  # the rate grew back with no sign it did not help
+            if self._ended(now) == "undo":
+                return "undo"
             confirm = True
         if not self._worth_a_cut(now):
             return "confirm" if confirm else None
@@ -190,9 +192,30 @@ class ThrottleJudge:
         self.asked_share = max(self.throttled - 1, 1) / self.answered
         return "confirm+cut" if confirm else "cut"
 
+    def _ended(self, now: float) -> Verdict:
+        """The rate grew back (or time ran out) before either count was reached, as
+        at low rates, where a trial sees a few dozen answers: judge by the shares
+        themselves. Throttles at least half as frequent after the cut: it did not
+        help (undone; too little to call their share background). Otherwise it
+        held."""
+        trial = self.trial
+        assert trial is not None  # noqa: S101 - only called during a trial
+        expected = FLAT * trial.share_before * trial.answered
+        if trial.throttled >= max(1.0, expected):
+            self.undo_to = trial.rate_before
+            self._count_later(now)
+            return "undo"
+        self._confirmed(now)
+        return "confirm"
+
     def _confirmed(self, now: float) -> None:
         """The trial's cut was about the rate: what was throttled after it is
         background."""
+        self._count_later(now)
+
+    def _count_later(self, now: float) -> None:
+        """End the trial; what was throttled after its cut was taken hold, at a
+        rate the service accepts, counts toward the background (at half weight)."""
         trial = self.trial
         self.trial = None
         if trial is None or trial.later_answered == 0:

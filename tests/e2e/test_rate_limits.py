@@ -134,25 +134,6 @@ def test_a_storm_of_faults_leaves_every_row_ok_or_with_its_permanent_error(
     assert retried > 30  # the faults really happened, and were recovered from
 
 
-def test_random_throttles_are_absorbed_without_backing_off(
-    tmp_path: Path, simulator: SimulatorServer
-) -> None:
-    """Issue 13: a tenth of requests throttled at random, no limit. Once the first
-    cut has shown what share of throttles comes whatever the rate, a throttle that
-    fits it is retried at the pace instead of after a backoff (its wait to retry is
-    none: the clock is asked to sleep 0 s)."""
-    simulator.reset(seed=13, error_rates={"Throttling.RateQuota": 0.10})
-    rows = [{"id": f"n{i:03d}", "review": f"review {i}"} for i in range(800)]
-    spec = make_spec(tmp_path, simulator, rows=rows, concurrency=8)
-    clock = ManualClock()
-    outcome = run(spec, clock=clock)
-    assert outcome.exit_code == 0
-    throttled = sum(1 for r in simulator.requests if r.status == 429)
-    assert throttled >= 50
-    absorbed = clock.sleeps.count(0.0)
-    assert absorbed >= throttled / 2
-
-
 def test_an_unwritable_state_folder_falls_back_to_this_runs_own_budgets(
     tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
