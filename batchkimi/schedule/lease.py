@@ -79,6 +79,7 @@ class _Side:
     judge: ThrottleJudge = field(default_factory=ThrottleJudge)
     epoch: int = -1
     pace: float | None = None  # the budget's rate at the last exchange
+    accepted_rate: float = 0.0  # ...and what the service accepted lately
     sent: float = 0.0  # units spent since the last report
     accepted: float = 0.0  # units accepted since the last report
     credit: float = 0.0  # units handed back while no lease could take them
@@ -120,7 +121,7 @@ class _Side:
         """Adopt the store's answer; True if the rate changed since last seen."""
         if wanted and grant.size > 0:
             self.lease = Lease(grant, now)
-        self.pace = grant.rate
+        self.pace, self.accepted_rate = grant.rate, grant.accepted_rate
         if grant.epoch == self.epoch:
             return False
         self.epoch = grant.epoch
@@ -207,7 +208,11 @@ class LeasedLimits:
             # handing it back would let a re-send go at once into the same throttle
             side = tokens_side if budget == "tpm" else requests
             verdict = side.judge.answer(
-                throttled=True, sent_at=sent, now=now, pace=side.pace
+                throttled=True,
+                sent_at=sent,
+                now=now,
+                pace=side.pace,
+                accepted=side.accepted_rate,
             )
             if verdict is None:
                 return False

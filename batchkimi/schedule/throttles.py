@@ -6,35 +6,44 @@ not. Cutting for the second kind only costs speed: a rule that cuts 10% per thro
 and grows 2% a second settles where throttles arrive about once a second, whatever
 caused them (issue 13 measured 30.7 rows/s falling to 4 under 5% random throttles).
 So the judge keeps an estimate of the **background**: the share of throttles that is
-not about the rate. Only a share clearly above it cuts, and each such cut is an
-experiment, a **trial**, which lasts while the rate stays near the cut (until it has
-grown ``TRIAL_GROWTH`` past it, at most ``TRIAL_S``):
+not about the rate. Only a share clearly above it cuts (judged over ``LOW_MIN``
+answers since the last change, once answers have come for ``HISTORY_S``), and each
+such cut is an experiment, a **trial**, which lasts while the rate stays near the cut
+(until it has grown ``TRIAL_GROWTH`` past it, at most ``TRIAL_S``):
 
 - If ``FLAT * NOISE_SAMPLE`` throttles of requests sent after the cut come before the
   count of answers at which the old share predicted ``NOISE_SAMPLE`` (they are at
   least half as frequent as before), and their share is one a background can have
   (at most ``NOISE_MAX``), the cut did not help: it is **undone**, and their share is
-  the background.
+  the background it **showed**.
 - A share above ``NOISE_MAX`` after the cut means the cut was too small (early in a
   run the allowance the service saved up flatters the rate accepted): cut again.
-- Otherwise the cut was about the rate and is **confirmed**: the store keeps what the
-  service accepted as the learned limit, and the throttles that still came after it
-  (from ``BELOW_AFTER_S`` on: just after a cut the service may still be refusing
-  what the old rate overdrew), at a rate the service was found to accept, are
-  background too, at half weight (the cut may have been a little short). Their
-  share, fading with a half-life of ``NOISE_HALF_LIFE_S``, is believed once
-  ``BELOW_MIN`` answers are in: that is how a real limit with random throttles on
-  top is found without cutting for every one of them.
+- If the answers reach that count first, the cut held: it is **confirmed**, and the
+  store keeps what the service accepted as the learned limit.
+- If the trial ends before either count (at low rates it sees a few dozen answers),
+  it is judged on the shares themselves: throttles after the cut at least half as
+  frequent as before undo it; fewer confirm it.
+
+The throttles that came after a cut ended either way (from ``BELOW_AFTER_S`` on: just
+after a cut the service may still be refusing what the old rate overdrew) count
+toward the background at half weight: the cut may have been a little short of the
+limit, and its throttles would pass for background. That share, fading with a
+half-life of ``NOISE_HALF_LIFE_S``, is believed once ``BELOW_MIN`` answers are in:
+that is how a real limit with random throttles on top is found without cutting for
+each of them.
 
 A throttle that cuts nothing while an undone cut has shown a background, and no
 trial is weighing it, is **absorbed**: the sender retries it at the pace, with no
 backoff. It says nothing about the rate, and a backoff only idles a worker (at zero
 latency, a quarter of a second for one row in twenty halved a run).
 
-A recent share of at least ``HIGH`` (a moving average over about the last 32
-answers) is never background: it cuts at once, with no trial, and again while it
-stays that high (a run that opened far too fast). Throttles of requests sent before
-the last change are echoes of a rate already corrected and count for nothing.
+Some shares are never background, and cut at once: three quarters of the first
+answers after a change (two of two, three of four: a cut that left most requests
+throttled was far too small, so a run that opened far too fast halves until it
+holds) and half of the last ~32 (``HIGH``) cut with no trial; with the pace half
+again what the service accepts, twice ``NOISE_MAX`` over a dozen answers cuts
+without waiting for ``LOW_MIN``. Throttles of requests sent before the last
+change are echoes of a rate already corrected and count for nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ from typing import Literal
 HIGH = 0.5  # a recent share of throttles this high is never background...
 HIGH_MIN = 8  # ...once this many answers came since the last change
 RECENT = 1 / 32  # the weight of each answer in the recent share
+STILL_HIGH = 0.75  # of the first answers after a change, this many throttled...
+STILL_HIGH_MIN = 2  # ...of at least this many, up to STILL_HIGH_UNTIL: too fast still
+STILL_HIGH_UNTIL = 16
 LOW_MIN = 32  # a lower share is judged over at least this many answers
 HISTORY_S = 1.0  # ...once answers have come for this long (a whole second)
 NOISE_SAMPLE = 24  # a trial expects this many throttles if the share stays flat
@@ -69,7 +81,7 @@ class Trial:
 
     rate_before: float | None  # what an undo goes back to (None: unlimited)
     share_before: float  # the share of throttles that made the cut
-    until: float  # confirmed by then if nothing says otherwise
+    until: float  # judged by then at the latest
     rate_cut: float = math.inf  # the rate the cut set
     answered: int = 0  # answers of requests sent since the cut
     throttled: int = 0  # of them, throttled
@@ -88,7 +100,7 @@ class ThrottleJudge:
     first_at: float | None = None  # the first answer this budget ever had
     noise: float = 0.0  # the share of throttles a cut that did not help showed
     noise_at: float = 0.0
-    # answers (and throttles) after confirmed cuts, fading
+    # answers (and throttles) after cuts that ended, fading
     below_answered: float = 0.0
     below_throttled: float = 0.0
     below_at: float = 0.0
@@ -99,17 +111,40 @@ class ThrottleJudge:
     undo_to: float | None = None
     #: the last throttle was of the background: retry it without backing off
     absorbed: bool = False
+    # the first answers since the last change, and how many were throttled
+    fresh_answered: int = 0
+    fresh_throttled: int = 0
 
     def answer(
-        self, *, throttled: bool, sent_at: float, now: float, pace: float | None
+        self,
+        *,
+        throttled: bool,
+        sent_at: float,
+        now: float,
+        pace: float | None,
+        accepted: float = 0.0,
     ) -> Verdict:
         """Count one answer on this budget; what to ask of the store, if anything.
-        ``pace`` is the budget's rate now (None: unlimited)."""
+        ``pace`` is the budget's rate now (None: unlimited), ``accepted`` the rate
+        the service accepted lately, both as of the last exchange with the store."""
         self.absorbed = False
         if sent_at < self.changed_at:
             return None  # sent before the last change: an echo
         if self.first_at is None:
             self.first_at = now
+        if self.fresh_answered < STILL_HIGH_UNTIL:
+            self.fresh_answered += 1
+            self.fresh_throttled += throttled
+            if (
+                throttled
+                and self.fresh_answered >= STILL_HIGH_MIN
+                and self.fresh_throttled >= STILL_HIGH * self.fresh_answered
+            ):
+                # a cut that left most requests throttled was far too small (a run
+                # that opened far too fast): cut again now, as often as needed
+                self.trial = None
+                self.asked_share = 0.0
+                return "cut"
         if now - self.first_at < HISTORY_S:
             # the first second is the HIGH rule's alone: the service may be spending
             # an allowance it saved up, which would dilute every share after it
@@ -141,7 +176,7 @@ class ThrottleJudge:
             return self._ended(now)
         self.throttled += 1
         self.recent += (1 - self.recent) * RECENT
-        verdict = self._judge_throttle(now, pace)
+        verdict = self._judge_throttle(now, pace, accepted)
         # a throttle that cuts nothing, with no trial to weigh it and a background
         # shown by an undone cut, is of the background: it says nothing about the
         # rate, so backing off for it only idles a worker (its retry is paced like
@@ -162,7 +197,9 @@ class ThrottleJudge:
             and pace <= trial.rate_cut * (1 + TRIAL_GROWTH)
         )
 
-    def _judge_throttle(self, now: float, pace: float | None) -> Verdict:
+    def _judge_throttle(
+        self, now: float, pace: float | None, accepted: float
+    ) -> Verdict:
         trial = self.trial
         if self.answered >= HIGH_MIN and self.recent >= HIGH:
             self.trial = None  # nothing to judge: this rate is too high, plainly
@@ -186,7 +223,7 @@ class ThrottleJudge:
             if self._ended(now) == "undo":
                 return "undo"
             confirm = True
-        if not self._worth_a_cut(now):
+        if not self._worth_a_cut(now, far_too_fast=self._far_too_fast(pace, accepted)):
             return "confirm" if confirm else None
         # the throttle that triggers the cut is left out of the share it is judged by
         self.asked_share = max(self.throttled - 1, 1) / self.answered
@@ -225,12 +262,28 @@ class ThrottleJudge:
         self.below_throttled = self.below_throttled * fade + trial.later_throttled
         self.below_at = now
 
-    def _worth_a_cut(self, now: float) -> bool:
+    @staticmethod
+    def _far_too_fast(pace: float | None, accepted: float) -> bool:
+        """Sending half again as fast as the service accepts: what a background
+        cannot do (it refuses at most NOISE_MAX), only a limit."""
+        return (
+            pace is not None and accepted > 0 and pace > accepted * (1 + 3 * NOISE_MAX)
+        )
+
+    def _worth_a_cut(self, now: float, *, far_too_fast: bool = False) -> bool:
         """A share of throttles clearly above the background, over enough answers."""
         if self.first_at is None or now - self.first_at < HISTORY_S:
             return False
         if self.answered < LOW_MIN:
-            return False
+            # too few to weigh a low share, unless the pace is plainly over what the
+            # service accepts and the share is twice any background's (a run still
+            # far too fast after its first cuts)
+            return (
+                far_too_fast
+                and self.answered >= HIGH_MIN
+                and self.throttled >= 3
+                and self.throttled >= 2 * NOISE_MAX * self.answered
+            )
         noise = self.background(now)
         if noise <= NOISE_FLOOR:
             return self.throttled > 0
@@ -265,6 +318,7 @@ class ThrottleJudge:
         of this one: start counting afresh. A trial under way ends without a
         verdict: what it would undo is no longer the rate."""
         self.answered = self.throttled = self.recent = 0.0
+        self.fresh_answered = self.fresh_throttled = 0
         self.changed_at = now
         self.trial = None
 

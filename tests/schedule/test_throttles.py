@@ -50,6 +50,47 @@ def test_a_share_above_half_cuts_at_once_even_in_the_first_second() -> None:
     assert judge.trial is None  # nothing to judge: the rate is plainly too high
 
 
+def test_a_cut_after_which_the_first_answers_are_throttled_is_cut_again() -> None:
+    """A run that opened far too fast: halving until it holds, as before."""
+    judge = ThrottleJudge()
+    assert "cut" in answers(judge, "t" * 40, start=0.0, step=0.001)
+    judge.cut_made(0.05, rate_before=None, rate_cut=32.0)
+    assert answers(judge, "tt", start=0.06, step=0.001, pace=32.0) == [None, "cut"]
+    judge.cut_made(0.07, rate_before=None, rate_cut=16.0)
+    assert answers(judge, "t.", start=0.08, step=0.001, pace=16.0) == [None, None]
+
+
+def test_a_pace_far_over_what_is_accepted_cuts_on_few_answers() -> None:
+    """Twice the limit is a share of a half: never a background, and plain over a
+    dozen answers when the pace is half again what the service accepts."""
+    judge = warmed(ThrottleJudge())
+    judge.changed(2.0)
+    pattern = ".t" * 6
+    slow = [
+        judge.answer(
+            throttled=m == "t",
+            sent_at=2.0 + i / 100,
+            now=2.0 + i / 100,
+            pace=16.0,
+            accepted=12.0,
+        )
+        for i, m in enumerate(pattern)
+    ]
+    assert "cut" not in slow  # 16 is not half again 12: wait for more answers
+    judge.changed(3.0)
+    fast = [
+        judge.answer(
+            throttled=m == "t",
+            sent_at=3.0 + i / 100,
+            now=3.0 + i / 100,
+            pace=16.0,
+            accepted=8.0,
+        )
+        for i, m in enumerate(pattern)
+    ]
+    assert "cut" in fast
+
+
 def test_a_low_share_is_not_judged_in_the_first_second_or_on_few_answers() -> None:
     judge = ThrottleJudge()
     verdicts = answers(judge, "...t" * 8, start=0.0, step=HISTORY_S / 40)
