@@ -199,8 +199,10 @@ def untrusted_state(folder: Path, rows: int, repeat: int) -> None:
     ]
     rates: dict[str, list[float]] = {name: [] for name, _ in edits}
     with simulator(core=0) as url:
+        order = list(enumerate(edits))
         for round_ in range(repeat):
-            for i, (name, edit) in enumerate(edits):
+            turn = round_ % len(order)  # each case goes first in turn: no drift bias
+            for i, (name, edit) in order[turn:] + order[:turn]:
                 tag = f"{round_}-{i}"
                 state = folder / f"state-{tag}"
                 env = bench_env(str(state))
