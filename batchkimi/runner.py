@@ -259,7 +259,7 @@ async def _run_locked(
         else None,
         transport=transport,
     )
-    limits = _limit_store(job, key, observer)
+    limits = _limit_store(job, key, observer, clock)
     native = job.connection.api == "dashscope"
     uploader = (
         TemporaryUploader(
@@ -446,14 +446,21 @@ def _already_current(job: Job, state: RunState, observer: RunObserver) -> RunOut
     return already_current(job.output, state, observer.on_info)
 
 
-def _limit_store(job: Job, key: ApiKey, observer: RunObserver) -> LimitStore:
+def _limit_store(
+    job: Job, key: ApiKey, observer: RunObserver, clock: Clock
+) -> LimitStore:
     """Budgets shared by every run on this machine when a limit is configured (limits
     are the account's, not the process's); otherwise this run's own, adaptive ones."""
     if job.limits_of(job.asking.model) == (None, None):
         return MemoryLimits(job.limits_of)
     account = account_id(key, job.connection.resolved_base_url)
     try:
-        return SharedLimits(state_home() / f"{account}.json", job.limits_of)
+        return SharedLimits(
+            state_home() / f"{account}.json",
+            job.limits_of,
+            clock=clock,
+            on_info=observer.on_info,
+        )
     except OSError as exc:
         observer.on_warning(
             f"cannot keep rate budgets in {state_home()} ({exc.strerror}): this run "

@@ -10,19 +10,27 @@ batchkimi hands its requests straight to the transport, skipping ``AsyncClient``
 per-request work; so the script also runs a second bare loop that does the same
 (``--direct`` in the loop below), the strictest baseline, and prints both ratios.
 
+The run goes twice: with limits off (``--rpm 0 --tpm 0``) and with limits configured
+far above what any server allows (``--rpm 100000000 --tpm 100000000000``), which
+paces nothing but goes through the whole rate machinery, the budgets shared through
+the state file included (issue 13: a raised quota must never be slower than no limit;
+targets: 0.9 of the run with limits off, 0.8 of the bare loop). ``--repeat N`` runs
+the two alternately N times and reports the median of each.
+
 With ``--curator PYTHON`` (an interpreter with ``bespokelabs-curator`` installed; it
 pins dependencies of its own, so give it its own venv), it also runs the same rows
 through Curator's OpenAI backend against the same simulator, telemetry off and its
 tokenizer read from the copy litellm bundles, so nothing leaves the machine.
 
     .venv/bin/python bench/overhead.py [--rows 20000] [--concurrency 64]
-        [--curator /tmp/curator/bin/python]
+        [--repeat 1] [--curator /tmp/curator/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +39,9 @@ import polars as pl
 from harness import batchkimi_run, bench_env, measure, simulator
 
 _PROMPT = "Label: {review}. Answer with one of: good, bad"
+#: far above any server's limits: nothing is paced, everything is accounted
+ABSURD_LIMITS = ("--rpm", "100000000", "--tpm", "100000000000")
+OFF, LIMITED = "batchkimi run", "batchkimi run, limits 1e8/1e11"
 
 BARE_LOOP = """
 import asyncio, json, sys, httpx
@@ -87,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each batchkimi")
     parser.add_argument("--curator", metavar="PYTHON", help="a Python with Curator")
     args = parser.parse_args()
     with simulator(core=0) as url, tempfile.TemporaryDirectory() as tmp:
@@ -116,24 +128,30 @@ def main() -> None:
             str(folder / "bodies.json"),
             str(args.concurrency),
         ]
-        run = batchkimi_run(
-            manifest,
-            folder / "out",
-            url,
-            *("--no-stream", "--concurrency", str(args.concurrency)),
-            prompt=_PROMPT,
-        )
+
+        def run(number: int, *limits: str) -> list[str]:
+            """A whole run into a folder of its own (else the next one resumes)."""
+            return batchkimi_run(
+                manifest,
+                folder / f"out-{number}",
+                url,
+                *("--no-stream", "--concurrency", str(args.concurrency), *limits),
+                prompt=_PROMPT,
+                unlimited=not limits,
+            )
+
         print(
             f"{args.rows:,} requests, concurrency {args.concurrency}, "
             "client on core 1, zero-latency simulator on core 0"
         )
-        print(f"{'':28} {'req/s':>8} {'CPU s/1k req':>13} {'peak MB':>8}")
-        rates = {}
-        runs = (
+        print(f"{'':32} {'req/s':>8} {'CPU s/1k req':>13} {'peak MB':>8}")
+        runs: list[tuple[str, list[str]]] = [
             ("bare loop (baseline)", bare),
             ("bare loop, transport direct", [*bare, "--direct"]),
-            ("batchkimi run", run),
-        )
+        ]
+        for _ in range(args.repeat):  # alternately, so drift hits both alike
+            for name, limits in ((OFF, ()), (LIMITED, ABSURD_LIMITS)):
+                runs.append((name, run(len(runs), *limits)))
         if args.curator:
             curator = [
                 args.curator,
@@ -143,24 +161,42 @@ def main() -> None:
                 str(args.rows),
                 str(args.concurrency),
             ]
-            runs += (("Curator", curator),)
+            runs.append(("Curator", curator))
         curator_env = {
             **env,
             "TELEMETRY_ENABLED": "false",
             "CURATOR_CACHE_DIR": str(folder / "curator"),
         }
+        every: dict[str, list[float]] = {}
+        cpu: dict[str, list[float]] = {}
         for name, command in runs:
             done = measure(
                 command, env=curator_env if name == "Curator" else env, core=1
             )
-            rates[name] = rate = args.rows / done.wall_s
+            rate = args.rows / done.wall_s
+            every.setdefault(name, []).append(rate)
             per_1k = done.cpu_s / args.rows * 1000
-            print(f"{name:28} {rate:8.0f} {per_1k:13.2f} {done.peak_mb:8.0f}")
+            cpu.setdefault(name, []).append(per_1k)
+            print(f"{name:32} {rate:8.0f} {per_1k:13.2f} {done.peak_mb:8.0f}")
+        rates = {name: statistics.median(found) for name, found in every.items()}
+        if args.repeat > 1:
+            print(f"(batchkimi figures below: medians of {args.repeat} runs each)")
         for baseline in rates:
-            if baseline == "batchkimi run":
+            if baseline in (OFF, LIMITED):
                 continue
-            ratio = rates["batchkimi run"] / rates[baseline]
+            ratio = rates[OFF] / rates[baseline]
             print(f"ratio (batchkimi / {baseline}): {ratio:.2f}")
+        print(
+            f"ratio (limits configured / limits off): {rates[LIMITED] / rates[OFF]:.2f}"
+            " (target 0.9)"
+        )
+        print(
+            "ratio (limits configured / bare loop): "
+            f"{rates[LIMITED] / rates['bare loop (baseline)']:.2f} (target 0.8)"
+        )
+        # CPU time per request is steadier than the rate on a shared machine
+        per_request = statistics.median(cpu[LIMITED]) / statistics.median(cpu[OFF])
+        print(f"CPU per request (limits configured / limits off): {per_request:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,21 @@ bench/.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from batchkimi.clock import ManualClock
 from batchkimi.credentials import ApiKey
+from batchkimi.outcome import RunOutcome, SilentObserver
 from batchkimi.prepare import prepare_job
 from batchkimi.runner import run_job
+from batchkimi.schedule.limitstore import account_id, state_home
+from batchkimi.settings import Job
 from batchkimi.simulator import Limits, SimulatorServer, error
 from tests.helpers import make_spec, read_results, run
 
@@ -180,3 +186,110 @@ def test_an_endpoint_that_does_not_exist_stops_the_run_before_failing_rows(
     assert "check --base-url" in str(outcome.fatal)
     assert set(read_results(wrong)["status"]) == {"skipped"}
     assert run(make_spec(tmp_path, simulator, rows=ROWS[:5])).exit_code == 0
+
+
+def test_two_runs_share_a_limit_fast_enough_to_lease_blocks(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Issue 13: at 6,000 RPM a lease holds about ten requests, spent by a run
+    without asking the shared file; two runs together still keep the limit."""
+    simulator.reset(limits=Limits(rpm=6000, window_s=1.0))  # 100 a second
+    specs = [
+        make_spec(
+            tmp_path / name,
+            simulator,
+            concurrency=16,
+            rpm=6000,
+            rows=[{"id": f"{name}{i}", "review": f"{name} {i}"} for i in range(150)],
+        )
+        for name in ("a", "b")
+    ]
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+
+    async def both() -> list[int]:
+        outcomes = await asyncio.gather(
+            *(run_job(prepare_job(spec), key) for spec in specs)
+        )
+        return [o.exit_code for o in outcomes]
+
+    assert asyncio.run(both()) == [0, 0]
+    assert len(simulator.requests) == 300
+    assert throttles(simulator) == 0
+
+
+class Listener(SilentObserver):
+    """Keeps the info lines a run says."""
+
+    def __init__(self) -> None:
+        self.info: list[str] = []
+
+    def on_info(self, message: str) -> None:
+        self.info.append(message)
+
+
+def run_told(spec: Job, listener: Listener) -> RunOutcome:
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+    return asyncio.run(run_job(prepare_job(spec), key, observer=listener))
+
+
+def state_file_of(spec: Job) -> Path:
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+    return state_home() / f"{account_id(key, spec.connection.resolved_base_url)}.json"
+
+
+def edit_state(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    raw = json.loads(path.read_text())
+    for budgets in raw["models"].values():
+        budgets["requests"]["level"] = -1e7  # a queue no run would live to see end
+    edit(raw)
+    path.write_text(json.dumps(raw))
+
+
+def shift_ahead(raw: dict[str, Any]) -> None:
+    """As after a reboot with the old monotonic times, or a clock set back."""
+    raw["written_at"] += 86_400
+    for budgets in raw["models"].values():
+        for budget in budgets.values():
+            budget["updated"] += 86_400
+
+
+def another_host(raw: dict[str, Any]) -> None:
+    raw["host"] = "another-machine"
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [(shift_ahead, "ahead of this clock"), (another_host, "another host")],
+)
+def test_a_state_file_that_cannot_be_trusted_does_not_slow_a_run(
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    edit: Callable[[dict[str, Any]], None],
+    said: str,
+) -> None:
+    """Issue 13: a state file from before a reboot stopped a run at 10 of 60 rows
+    for 120 s. One from the future, or from another host, is now dropped with an
+    info line, and the run paces from the configured limit alone: at 6,000 RPM its
+    first 20 rows go at once, with no wait at all."""
+    first = make_spec(tmp_path / "first", simulator, rows=ROWS[:5], rpm=6000)
+    assert run(first).exit_code == 0
+    edit_state(state_file_of(first), edit)
+    spec = make_spec(tmp_path / "second", simulator, rows=ROWS[:20], rpm=6000)
+    listener = Listener()
+    outcome = run_told(spec, listener)
+    assert outcome.exit_code == 0
+    assert read_results(spec)["wait_ms"].sum() == 0
+    assert [line for line in listener.info if said in line]
+
+
+def test_a_pacing_wait_longer_than_max_throttle_wait_stops_the_run(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Every wait is bounded by --max-throttle-wait, the rate budgets' included:
+    at one request a minute the second row would wait a minute, which is more than
+    the 5 s allowed. The run stops, resumable, and says why."""
+    spec = make_spec(tmp_path, simulator, rows=ROWS[:3], rpm=1, max_throttle_wait_s=5)
+    outcome = run(spec, clock=ManualClock())
+    assert outcome.exit_code == 3 and outcome.stop_reason == "throttle"
+    assert "rate budgets would hold requests" in outcome.stop_detail
+    assert (read_results(spec)["status"] == "ok").sum() == 1  # the first went

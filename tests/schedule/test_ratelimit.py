@@ -1,153 +1,216 @@
-"""Rate budgets on a controlled clock: pacing, bursts, throttles, sharing."""
+"""The store's arithmetic on plain numbers: leases, cuts, undos, what outlives a run."""
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
+import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchkimi.schedule.limitstore import SharedLimits
 from batchkimi.schedule.ratelimit import (
+    BLOCK_S,
     CUT,
     GROWTH_PER_S,
     HEADROOM,
-    HORIZON_S,
+    LEARNED_FLOOR,
+    RELAX_S,
     Budget,
     ModelLimits,
+    Report,
 )
+
+
+def lease_times(budget: Budget, now: float, units: int) -> list[float]:
+    """When each of ``units`` leased one at a time at ``now`` may go."""
+    times = []
+    for _ in range(units):
+        grant = budget.lease(1, now, block_s=0.0)
+        assert grant.rate is not None
+        times.append(now + max(0.0, (1 - grant.level) / grant.rate))
+    return times
 
 
 def test_requests_are_paced_evenly_after_the_burst() -> None:
     budget = Budget.limited(per_minute=600, now=0.0)  # 10/s, less headroom
     rate = 10 * HEADROOM
-    waits = [budget.reserve(1, now=0.0) for _ in range(10)]
+    times = lease_times(budget, 0.0, 10)
     burst = int(rate * budget.burst_s)
-    assert waits[:burst] == [0.0] * burst  # half a second's worth goes at once
-    gaps = [b - a for a, b in zip(waits[burst:], waits[burst + 1 :], strict=False)]
+    assert times[:burst] == [0.0] * burst  # half a second's worth goes at once
+    gaps = [b - a for a, b in zip(times[burst:], times[burst + 1 :], strict=False)]
     assert all(gap == pytest.approx(1 / rate) for gap in gaps)  # then one per 1/rate
+
+
+def test_a_lease_is_a_block_of_about_a_tenth_of_a_second() -> None:
+    budget = Budget.limited(per_minute=60_000, now=0.0)  # 980 a second
+    grant = budget.lease(1, 0.0)
+    assert grant.size == pytest.approx(1000 / 60 * HEADROOM * 60 * BLOCK_S)
+    assert budget.lease(5000, 0.0).size == 5000  # at least what is asked for
+    unlimited = Budget.limited(per_minute=None, now=0.0)
+    assert unlimited.lease(1, 0.0).size == math.inf
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(min_value=6, max_value=6000),
-    st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=60),
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=3), st.integers(1, 50)),
+        min_size=1,
+        max_size=60,
+    ),
 )
 def test_no_window_gets_more_than_rate_times_window_plus_burst(
-    per_minute: int, gaps: list[float]
+    per_minute: int, asks: list[tuple[float, int]]
 ) -> None:
+    """Leases of any size at any moments: unit k of a lease granted at level L goes
+    at (k - L) / rate after the grant, and no window holds more than the rate allows
+    plus the burst."""
     budget = Budget.limited(per_minute, now=0.0)
     now, starts = 0.0, []
-    for gap in gaps:
+    for gap, size in asks:
         now += gap
-        starts.append(now + budget.reserve(1, now))  # when each request may go
+        grant = budget.lease(size, now, block_s=0.0)
+        assert grant.rate is not None
+        starts += [
+            now + max(0.0, (k - grant.level) / grant.rate) for k in range(1, size + 1)
+        ]
     rate = budget.rate or 0.0
+    starts.sort()
     for i, first in enumerate(starts):
-        for last in starts[i:]:
-            sent = sum(1 for t in starts if first <= t <= last)
-            assert sent <= rate * (last - first) + budget.capacity + 1e-6
+        for j in range(i, len(starts)):
+            assert j - i + 1 <= rate * (starts[j] - first) + budget.capacity + 1e-6
 
 
-def test_a_throttle_cuts_to_what_the_service_accepted_then_grows_back() -> None:
-    budget = Budget(ceiling=None, rate=None)  # no limit configured: unlimited
-    for i in range(40):  # the service accepts 20 a second for two seconds
-        now = i * 0.05
-        budget.reserve(1, now)
-        budget.accepted(1, 1, now)
-    assert budget.throttled(now=2.0, sent_at=1.9) is True
+def test_units_handed_back_go_to_the_next_lease() -> None:
+    budget = Budget.limited(per_minute=600, now=0.0)
+    level = budget.level
+    budget.lease(3, 0.0, block_s=0.0)
+    budget.give_back(2, 0.0)
+    assert budget.level == pytest.approx(level - 1)
+    budget.give_back(100, 0.0)
+    assert budget.level == budget.capacity  # never more than the bucket holds
+
+
+def test_a_cut_is_a_share_of_what_was_accepted_then_the_rate_grows_back() -> None:
+    budget = Budget.limited(per_minute=None, now=0.0)  # nothing configured
+    budget.count(sent=20, accepted=20, now=0.5)  # 20 accepted in the first second
+    budget.count(sent=20, accepted=20, now=1.5)  # and in the next
+    budget.cut(now=2.0)
     assert budget.rate == pytest.approx(20 * CUT)
-    # a throttle of a request sent before the cut is an echo: no second cut
-    assert budget.throttled(now=2.5, sent_at=1.95) is False
-    assert budget.rate == pytest.approx(20 * CUT)
-    budget.reserve(1, now=5.0)  # three seconds later, past the cooldown
+    assert budget.cut_accepted == pytest.approx(20)
+    budget.refresh(5.0)  # three seconds later, two past the cooldown
     assert budget.rate == pytest.approx(20 * CUT * (1 + GROWTH_PER_S) ** 3)
+
+
+def test_a_cut_with_nothing_accepted_halves_what_is_being_sent() -> None:
+    """The first answers may take seconds while 429s come back at once."""
+    budget = Budget.limited(per_minute=None, now=0.0)
+    budget.count(sent=64, accepted=0, now=0.01)
+    budget.cut(now=0.012)
+    assert budget.rate == pytest.approx(32)
+    budget.cut(now=0.03)
+    assert budget.rate == pytest.approx(16)
+
+
+def test_a_cut_never_speeds_up() -> None:
+    """Early in a run the service spends an allowance it saved up: what it accepted
+    over the last second can be more than the rate, and a "cut" to a share of it
+    would be a raise."""
+    budget = Budget.limited(per_minute=600, now=0.0)
+    budget.count(sent=30, accepted=30, now=0.9)
+    before = budget.rate
+    budget.cut(now=1.0)
+    assert before is not None and budget.rate == pytest.approx(before)
 
 
 def test_growth_stops_at_the_configured_ceiling() -> None:
     budget = Budget.limited(per_minute=60, now=0.0)
-    budget.reserve(1, now=0.0)
-    budget.accepted(1, 1, now=0.0)
-    budget.throttled(now=0.5, sent_at=0.4)
-    budget.reserve(1, now=1_000.0)
+    budget.count(sent=1, accepted=1, now=0.0)
+    budget.cut(now=0.5)
+    budget.refresh(1_000.0)
     assert budget.rate == budget.ceiling == pytest.approx(HEADROOM)
 
 
 def test_burst_throttles_shrink_the_bucket() -> None:
     budget = Budget.limited(per_minute=6000, now=0.0)
     before = budget.capacity
-    budget.throttled(now=0.1, sent_at=0.0, burst=True)
+    budget.cut(now=0.1, burst=True)
     assert budget.capacity < before
 
 
-def test_token_reservations_are_corrected_with_reported_usage() -> None:
-    limits = ModelLimits(lambda model: (None, 60_000))  # 980 a second, 490 at once
-    assert limits.reserve("m", 400, now=0.0) == 0.0  # 90 left
-    limits.settle("m", 400, outcome="accepted", tokens_used=100, now=0.0)
-    assert limits.reserve("m", 390, now=0.0) == 0.0  # the 300 not used came back
-    assert limits.reserve("m", 98, now=0.0) == pytest.approx(0.1)  # now it waits
+def test_an_undo_goes_back_to_the_rate_before_within_the_ceiling() -> None:
+    budget = Budget.limited(per_minute=None, now=0.0)
+    budget.count(sent=10, accepted=10, now=0.5)
+    budget.cut(now=1.0)
+    budget.undo(None, now=1.5)
+    assert budget.rate is None  # unlimited again
+    configured = Budget.limited(per_minute=600, now=0.0)
+    configured.undo(1e6, now=1.0)
+    assert configured.rate == configured.ceiling
 
 
-def test_a_tpm_throttle_slows_tokens_not_requests() -> None:
-    limits = ModelLimits(lambda model: (None, None))
-    limits.reserve("m", 100, now=0.0)
-    limits.settle("m", 100, outcome="accepted", tokens_used=100, now=0.0)
-    limits.reserve("m", 100, now=0.5)
-    assert limits.settle(
-        "m", 100, outcome="throttled", budget="tpm", sent_at=0.5, now=0.6
+def test_every_change_moves_the_epoch_and_a_stale_action_is_ignored() -> None:
+    limits = ModelLimits(lambda model: (6000, None))
+    first, _ = limits.exchange("m", Report(want=1), Report(), now=0.0)
+    cut, _ = limits.exchange(
+        "m", Report(epoch=first.epoch, action="cut"), Report(), 1.0
     )
-    budgets = limits.models["m"]
-    assert budgets.tokens.rate is not None and budgets.requests.rate is None
+    assert cut.acted and cut.epoch == first.epoch + 1
+    # a second process asks for a cut of the rate it knew: already corrected
+    late, _ = limits.exchange(
+        "m", Report(epoch=first.epoch, action="cut"), Report(), 1.1
+    )
+    assert not late.acted and late.rate == cut.rate
 
 
-def test_two_stores_on_one_file_share_one_budget(tmp_path: Path) -> None:
-    path = tmp_path / "account.json"
-    first = SharedLimits(path, lambda model: (120, None))  # 2 a second
-    second = SharedLimits(path, lambda model: (120, None))
-    try:
-        waits = [store.reserve("m", 0, now=10.0) for store in (first, second) * 3]
-        assert waits[0] == 0.0
-        assert sorted(waits) == waits and waits[-1] > 2.0  # one queue, not two
-    finally:
-        first.close()
-        second.close()
+def test_both_budgets_are_leased_or_neither() -> None:
+    """A request needs both; a token lease refused must not strand a request."""
+    limits = ModelLimits(lambda model: (60_000, 60))  # plenty of requests, 1 token/s
+    requests, tokens = limits.exchange("m", Report(want=1), Report(want=5), now=0.0)
+    assert requests.size > 0 and tokens.size == 5
+    level = limits.models["m"].requests.level
+    requests, tokens = limits.exchange("m", Report(want=1), Report(want=5), now=0.0)
+    assert requests.wait_s > 0 and tokens.wait_s > 0
+    assert requests.size == tokens.size == 0
+    assert limits.models["m"].requests.level == level
 
 
-def test_throttles_before_any_answer_halve_the_rate_until_it_holds() -> None:
-    """The first answers may take seconds while 429s come back at once: with nothing
-    accepted to learn from, each throttle of a request sent after the last cut halves
-    the rate, so a run that started too fast slows down within a few round trips."""
-    budget = Budget(ceiling=None, rate=None)
-    for i in range(64):  # 64 requests sent in the first 10 ms
-        budget.reserve(1, now=i * 0.00015)
-    assert budget.throttled(now=0.012, sent_at=0.005) is True
-    assert budget.rate == pytest.approx(32)
-    assert budget.throttled(now=0.013, sent_at=0.009) is False  # sent before the cut
-    budget.reserve(1, now=0.02)
-    assert budget.throttled(now=0.03, sent_at=0.02) is True  # sent after it: cut again
-    assert budget.rate == pytest.approx(16)
+def test_a_refusal_waits_at_least_a_millisecond() -> None:
+    """A wait that rounds to nothing would be a loop asking again at once."""
+    limits = ModelLimits(lambda model: (60, None))
+    limits.exchange("m", Report(want=1), Report(), now=0.0)
+    budget = limits.models["m"].requests
+    budget.level = -(budget.rate or 0) * (1 + 1e-12)  # a hair past the horizon
+    grant, _ = limits.exchange("m", Report(want=1), Report(), now=0.0)
+    assert grant.wait_s >= 0.001
 
 
-def test_a_cut_reaches_the_wire_within_the_horizon_not_after_the_whole_queue() -> None:
-    # 64 workers against 480 RPM (8/s): unbounded reservations would queue eight
-    # seconds of requests at the old pace, each one throttled again after a cut
-    limits = ModelLimits(lambda model: (480, None))
-    granted = [limits.try_reserve("m", 0, now=0.0) for _ in range(64)]
-    waits = [wait for ok, wait in granted if ok]
-    refused = [wait for ok, wait in granted if not ok]
-    assert max(waits) <= HORIZON_S + 1 / 8  # only a second's worth was queued
-    assert refused and min(refused) > 0  # the rest come back when the queue is short
+def test_a_confirmed_cut_is_learned_and_a_later_run_starts_from_it() -> None:
+    budget = Budget.limited(per_minute=600, now=0.0)  # ceiling 9.8/s
+    budget.count(sent=6, accepted=6, now=0.5)
+    budget.count(sent=6, accepted=6, now=1.5)
+    budget.cut(now=2.0)
+    budget.confirm(now=2.0)
+    assert budget.learned == pytest.approx(6)
+    ceiling = budget.ceiling or 0.0
+    assert budget.start_rate(2.0) == pytest.approx(6)
+    # the gap to the ceiling halves every RELAX_S
+    assert budget.start_rate(2.0 + RELAX_S) == pytest.approx((6 + ceiling) / 2)
+    budget.learned = 0.1  # never start below a share of the configured limit
+    assert budget.start_rate(2.0) == pytest.approx(ceiling * LEARNED_FLOOR)
 
-    limits.models["m"].requests.throttled(now=0.5, sent_at=0.4)  # halved: 4/s
-    cut_rate = limits.models["m"].requests.rate or 0.0
-    now, sends = 0.5, list[float]()
-    while len(sends) < 12:  # every worker asks again when told to
-        ok, wait = limits.try_reserve("m", 0, now)
-        if ok:
-            sends.append(now + wait)
-        now += wait if not ok else 0.01
-    late = [t for t in sends if t > 0.5 + HORIZON_S + 1]
-    gaps = [b - a for a, b in itertools.pairwise(late)]
-    # at the new pace (growing 2% a second after the cooldown), not the old 1/8 s
-    assert gaps and all(1 / (cut_rate * 1.1) <= gap <= 1 / cut_rate for gap in gaps)
+
+def test_a_cut_that_is_not_confirmed_is_not_learned() -> None:
+    budget = Budget.limited(per_minute=600, now=0.0)
+    budget.count(sent=6, accepted=6, now=0.5)
+    budget.cut(now=1.0)
+    budget.undo(None, now=2.0)
+    assert budget.learned is None
+    assert budget.start_rate(3.0) == budget.ceiling
+
+
+def test_with_no_ceiling_a_learned_limit_grows_then_is_forgotten() -> None:
+    budget = Budget(ceiling=None, rate=None, learned=10.0, learned_at=0.0)
+    assert budget.start_rate(0.0) == pytest.approx(10)
+    assert budget.start_rate(RELAX_S) == pytest.approx(20)
+    assert budget.start_rate(10 * RELAX_S) is None
