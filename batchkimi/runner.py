@@ -12,9 +12,7 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -24,14 +22,12 @@ from batchkimi.client import ModelStudioClient
 from batchkimi.clock import Clock, SystemClock
 from batchkimi.credentials import ApiKey
 from batchkimi.errors import ConfigError, FatalApiError, ManifestError
-from batchkimi.manifest.keys import shard_of
-from batchkimi.manifest.reader import Manifest
-from batchkimi.manifest.requests import RequestBuilder, RowProblem
 from batchkimi.outcome import RunObserver as RunObserver  # where it was
 from batchkimi.outcome import RunOutcome as RunOutcome  # where it was
 from batchkimi.outcome import SilentObserver
 from batchkimi.prepare import PreparedJob, uncached_note
 from batchkimi.records import RowRequest, RowResult
+from batchkimi.rowsource import RowSource, cache_digest
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
     LimitStore,
@@ -48,7 +44,7 @@ from batchkimi.settings import Job
 from batchkimi.store.journal import (
     Journal,
     JournalError,
-    answered_fingerprints,
+    answered_set,
     resend_condition,
 )
 from batchkimi.store.lock import OutputLock, outputs_lock
@@ -58,7 +54,8 @@ from batchkimi.store.results import (
     shared_ids,
     write_results,
 )
-from batchkimi.store.rows import INTERNAL_COLUMNS, RowRegister
+from batchkimi.store.rowcache import RowCache
+from batchkimi.store.rows import RowRegister, register_path
 from batchkimi.store.state import (
     RunState,
     already_current,
@@ -77,67 +74,6 @@ from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _RowSource:
-    """Reads the manifest batch by batch, registers every row, yields what to send."""
-
-    def __init__(
-        self,
-        manifest: Manifest,
-        builder: RequestBuilder,
-        register: RowRegister,
-        done: set[str],
-        job: Job,
-    ) -> None:
-        self.manifest = manifest
-        self.builder = builder
-        self.register = register
-        self.done = done
-        self.job = job
-        self.seen: set[str] = set()
-        self.duplicates = 0  # rows whose request equals an earlier row's: sent once
-        self.local_media = False  # some row names a local file
-
-    def batches(self) -> Iterator[list[RowRequest]]:
-        index = 0
-        shard = self.job.reading.shard_parts
-        for batch in self.manifest.iter_batches(self.job.reading.batch_rows):
-            internal: dict[str, list[Any]] = {name: [] for name in INTERNAL_COLUMNS}
-            to_send: list[RowRequest] = []
-            for row in batch.iter_rows(named=True):
-                built = self.builder.build(index, row)
-                in_scope = shard is None or shard_of(built.row_id, shard[1]) == shard[0]
-                internal["_index"].append(index)
-                internal["id"].append(built.row_id)
-                internal["_in_scope"].append(in_scope)
-                if isinstance(built, RowProblem):
-                    internal["_fingerprint"].append(None)
-                    internal["_problem_code"].append(built.code)
-                    internal["_problem_message"].append(built.message)
-                    internal["_model"].append(self.job.asking.model)
-                else:
-                    internal["_fingerprint"].append(built.fingerprint)
-                    internal["_problem_code"].append(None)
-                    internal["_problem_message"].append(None)
-                    internal["_model"].append(built.model)
-                    self.local_media = self.local_media or _has_local_media(built)
-                    self._consider(built, in_scope, to_send)
-                index += 1
-            self.register.add(batch, internal)
-            yield to_send
-
-    def _consider(
-        self, request: RowRequest, in_scope: bool, to_send: list[RowRequest]
-    ) -> None:
-        fp = request.fingerprint
-        if not in_scope or fp in self.done:
-            return
-        if fp in self.seen:
-            self.duplicates += 1  # identical requests are sent once
-            return
-        self.seen.add(fp)
-        to_send.append(request)
 
 
 class _Advisories:
@@ -164,14 +100,6 @@ class _Advisories:
                 f"… and {self.more:,} more rows with such media (`batchkimi plan` "
                 "lists them all)"
             )
-
-
-def _has_local_media(request: RowRequest) -> bool:
-    return any(
-        getattr(part, "stamp", "")
-        for message in request.messages
-        for part in message.parts
-    )
 
 
 def _open_state(job: Job) -> Path:
@@ -238,15 +166,23 @@ async def _run_locked(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    done = answered_fingerprints(state, job.writing.rerun_set)
+    answered = answered_set(state, job.writing.rerun_set)
+    already_done = len(answered)
     answer = job.asking.answer
     # paid answers an earlier run did not finish, or that this run sends again
     in_hand = answers_in_hand(state, job.writing.rerun_set)
     for message in warnings:
         observer.on_warning(message)
 
-    register = RowRegister(state, prepared.kept, job.reading.shard_label)
-    source = _RowSource(prepared.manifest, prepared.builder, register, done, job)
+    shard = job.reading.shard_label
+    digest = cache_digest(job, prepared.manifest.schema)
+    previous_rows = register_path(state, shard)
+    cache = None if digest is None else RowCache.load(previous_rows, digest)
+    register = RowRegister(state, prepared.kept, shard, digest)
+    source = RowSource(
+        prepared.manifest, prepared.builder, register, answered, job, cache
+    )
+    del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
     client = ModelStudioClient(
         key,
@@ -333,7 +269,7 @@ async def _run_locked(
 
     started_at = clock.wall()
     start = clock.monotonic()
-    observer.on_start(total_rows=total_rows, already_done=len(done))
+    observer.on_start(total_rows=total_rows, already_done=already_done)
     flusher = asyncio.create_task(journal.run_flusher())
     journal_error: JournalError | None = None
     manifest_error: ManifestError | None = None
@@ -490,7 +426,7 @@ def _install_signal_handlers(
 def _write_outputs(
     job: Job,
     state: Path,
-    source: _RowSource,
+    source: RowSource,
     stop: StopControl,
     sent: int,
     fatal: FatalApiError | None,
@@ -502,8 +438,7 @@ def _write_outputs(
 ) -> RunOutcome:
     answer = job.asking.answer
     # the row source is spent: its sets (a string per row) go before the build
-    source.done.clear()
-    source.seen.clear()
+    source.close()
     # streamed from the register and the journal, counting as it goes: flat memory
     built = write_results(
         source.register.path,

@@ -9,10 +9,14 @@ segments have them. Then, each in a fresh process, in the same run:
 
 1. baseline: ``python -c pass`` (the interpreter alone);
 2. ``batchkimi --help`` and ``batchkimi --version``;
-3. the first resume: every row answered, nothing sent; reads the manifest, builds
+3. the first resume: every row answered, nothing sent, and no register from an
+   earlier run, so every row's request is built to find its fingerprint; builds
    results.parquet and summary.json (the full path);
 4. the resume of the now-finished job, as a nightly cron entry would run it;
-5. the first resume of the folder from before segments (its journal is compacted on
+5. one new row appended to the manifest, then a resume: the full path again, with
+   the register the last run left, so only the new row is built, and sent (to a
+   simulator);
+6. the first resume of the folder from before segments (its journal is compacted on
    the way, once).
 
 With ``--profile``, the full path again in one process, timed phase by phase, with
@@ -36,7 +40,7 @@ import time
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, measure
+from harness import bench_env, measure, simulator
 
 from batchkimi.manifest.reader import open_manifest
 from batchkimi.manifest.requests import RequestBuilder
@@ -69,12 +73,11 @@ def timed(name, function):
 
 sizes = {}
 def answered(*args, **kwargs):
-    found = answered_fingerprints(*args, **kwargs)
-    sizes["done"] = (sys.getsizeof(found) + sum(map(sys.getsizeof, found))) / 2**20
+    found = answered_set(*args, **kwargs)
     sizes["done_rows"] = len(found)
     return found
-answered_fingerprints = runner.answered_fingerprints
-runner.answered_fingerprints = timed("store: answered fingerprints read", answered)
+answered_set = runner.answered_set
+runner.answered_set = timed("store: answered fingerprints read", answered)
 runner.write_results = timed("store: results.parquet built", runner.write_results)
 runner.shared_ids = timed("store: shared ids", runner.shared_ids)
 results.Built.summary = timed("store: summary", results.Built.summary)
@@ -83,7 +86,7 @@ runner.Journal.close = timed("store: journal closed", runner.Journal.close)
 import batchkimi.manifest.reader as reader
 reader.check_rows = timed("manifest: every line checked", reader.check_rows)
 runner.RowRegister.commit = timed("register committed", runner.RowRegister.commit)
-batches = runner._RowSource.batches
+batches = runner.RowSource.batches
 def timed_batches(self):
     rows = batches(self)
     while True:
@@ -94,8 +97,9 @@ def timed_batches(self):
             return
         finally:
             note("row source: manifest rows into requests", time.perf_counter() - start)
+        sizes["built"] = self.built
         yield item
-runner._RowSource.batches = timed_batches
+runner.RowSource.batches = timed_batches
 sys.argv = ["batchkimi", *sys.argv[1:]]
 from batchkimi.cli import main
 start = time.perf_counter()
@@ -183,15 +187,26 @@ def profile(run: list[str], folder: Path) -> None:
     sizes = report["sizes"]
     if sizes:
         print(
-            f"the run's set of answered fingerprints: {sizes['done_rows']:,} "
-            f"strings, {sizes['done']:.0f} MB"
+            f"answered fingerprints: {sizes['done_rows']:,}; rows built into "
+            f"requests: {sizes.get('built', 0):,}"
         )
 
 
-def _forget_outputs(out: Path) -> None:
-    """As if the run that journaled the answers was killed before its outputs."""
-    for name in ("results.parquet", "summary.json", ".batchkimi/state.json"):
+def _forget_outputs(out: Path, *, register: bool = True) -> None:
+    """As if the run that journaled the answers was killed before its outputs (and,
+    with ``register``, before it had read the whole manifest)."""
+    names = ["results.parquet", "summary.json", ".batchkimi/state.json"]
+    if register:
+        names.append(".batchkimi/rows.parquet")
+    for name in names:
         (out / name).unlink(missing_ok=True)
+
+
+def _append_row(manifest: Path) -> None:
+    """One more row at the end of the manifest, as tomorrow's data would add it."""
+    rows = pl.scan_csv(manifest).select(pl.len()).collect().item()
+    with manifest.open("a", encoding="utf-8") as out:
+        out.write(f"n{rows:07d},A new review {rows}: it came today.\n")
 
 
 def main() -> None:
@@ -201,7 +216,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help="make the job here and keep it")
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, simulator() as url:
         folder = args.folder or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -215,7 +230,7 @@ def main() -> None:
             return [
                 *batchkimi,
                 *("run", "-i", str(manifest), "-o", str(out), "--prompt", _PROMPT),
-                *("--base-url", "http://127.0.0.1:9"),
+                *("--base-url", url),
             ]
 
         def fresh_copy() -> None:
@@ -236,6 +251,11 @@ def main() -> None:
                 lambda: _forget_outputs(output),
             ),
             ("resume of the finished job", run(output), nothing),
+            (
+                "one new row: full path, the register reused",
+                run(output),
+                lambda: _append_row(manifest),
+            ),
             ("first resume of a folder from before segments", run(copy), fresh_copy),
         ]
         baseline = None
@@ -256,8 +276,8 @@ def main() -> None:
             .item()
         )
         print(f"results.parquet rows: {rows:,}")
-        if args.profile:
-            _forget_outputs(output)
+        if args.profile:  # the full path with the register (case 5)
+            _append_row(manifest)
             profile(run(output), folder)
         shutil.rmtree(copy, ignore_errors=True)
 

@@ -118,6 +118,13 @@ class RequestBuilder:
             else None
         )
         self.present = set(columns)
+        # role → column, looked up once: a row asks for seventeen of them (issue 14)
+        self._columns = {role: job.reading.column(role) for role in COLUMN_ROLES}
+        self._present = {
+            role: name for role, name in self._columns.items() if name in self.present
+        }
+        self._overrides = tuple(role for role in _OVERRIDES if role in self._present)
+        self._parameter_items = tuple(job.asking.parameters.as_items())
         self.path = manifest_path
         self.media = MediaRoot(
             job.media_base, allow_outside=job.media.allow_outside_media_root
@@ -164,11 +171,12 @@ class RequestBuilder:
         raise ManifestError(problem, path=self.path, column=column, row=1, fix=fix)
 
     def col(self, role: str) -> str:
-        return self.job.reading.column(role)
+        found = self._columns.get(role)
+        return found if found is not None else self.job.reading.column(role)
 
     def value(self, row: Mapping[str, Any], role: str) -> Any:
-        name = self.col(role)
-        return row.get(name) if name in self.present else None
+        name = self._present.get(role)
+        return None if name is None else row.get(name)
 
     def row_id(self, row: Mapping[str, Any]) -> str:
         raw = self.value(row, "id")
@@ -307,8 +315,8 @@ class RequestBuilder:
         )
 
     def _parameters(self, row: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-        params = dict(self.job.asking.parameters.as_items())
-        for name in _OVERRIDES:
+        params = dict(self._parameter_items)
+        for name in self._overrides:
             raw = self.value(row, name)
             if _is_blank(raw):
                 continue

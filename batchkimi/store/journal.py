@@ -301,6 +301,4 @@ def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
 
 def answered_set(folder: Path, rerun: frozenset[str]) -> AnsweredSet:
     """``answered_fingerprints`` as one sorted column, for vectorised lookups."""
-    parts = [pl.Series([], dtype=pl.String())]
-    parts += answered(folder, ~resend_condition(rerun))
-    return AnsweredSet(pl.concat(parts, rechunk=False))
+    return AnsweredSet.of_parts(answered(folder, ~resend_condition(rerun)))

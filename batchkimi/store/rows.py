@@ -9,6 +9,7 @@ Rows that could not be sent carry their problem here instead of a fingerprint.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,32 @@ INTERNAL_COLUMNS = {
     "_problem_message": pl.String,
     "_model": pl.String,
     "_in_scope": pl.Boolean,  # false for rows another shard sends
+    # the row's content key (``manifest.rowkeys``), where its request can be reused
+    # by the next run on the same settings: null for problems and local media
+    "_key_a": pl.UInt64,
+    "_key_b": pl.UInt64,
 }
+_UNIQUE_COLUMNS = {"_index", "id", "_fingerprint", "_key_a", "_key_b"}
+#: the Parquet metadata key holding the digest the content keys are valid under
+DIGEST_KEY = b"batchkimi.row_keys"
 
 
 class RowRegister:
     """Appends batches to a temporary Parquet file; ``commit`` makes it current."""
 
-    def __init__(self, folder: Path, kept: dict[str, str], shard: str | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        kept: dict[str, str],
+        shard: str | None,
+        digest: str | None = None,
+    ) -> None:
         """``kept`` maps manifest column → output column name. Each shard keeps its
-        own register, since each marks its own rows as in scope."""
-        name = f"rows-shard-{shard}.parquet" if shard else ROWS_NAME
-        self.path = folder / name
+        own register, since each marks its own rows as in scope. ``digest`` says
+        what the rows' content keys are valid under (see ``rowcache``)."""
+        self.path = register_path(folder, shard)
+        name = self.path.name
+        self.digest = digest
         self._tmp = folder / f"{name}.{os.getpid()}.tmp"
         # a run killed mid-way leaves its partial register behind; this run holds
         # the lock for this register, so any other one is such a leftover
@@ -49,8 +65,15 @@ class RowRegister:
         self._pending_rows = 0
         self.rows = 0
 
-    def add(self, batch: pl.DataFrame, internal: dict[str, list[Any]]) -> None:
-        frame = pl.DataFrame(internal, schema=INTERNAL_COLUMNS)
+    def add(
+        self, batch: pl.DataFrame, internal: Mapping[str, list[Any] | pl.Series]
+    ) -> None:
+        height = batch.height
+        columns = {
+            name: internal[name] if name in internal else [None] * height
+            for name in INTERNAL_COLUMNS
+        }  # (a row without content keys is simply never reused)
+        frame = pl.DataFrame(columns, schema=INTERNAL_COLUMNS)
         if self.kept:
             kept = batch.select(
                 [pl.col(src).alias(dst) for src, dst in self.kept.items()]
@@ -58,7 +81,15 @@ class RowRegister:
             frame = pl.concat([frame, kept], how="horizontal")
         table = frame.to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+            schema = table.schema
+            if self.digest is not None:
+                schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
+            # ids, fingerprints and keys are all different: a dictionary is tried
+            # on them for nothing (half the time of writing a million rows)
+            dictionary = [n for n in schema.names if n not in _UNIQUE_COLUMNS]
+            self._writer = pq.ParquetWriter(
+                self._tmp, schema, use_dictionary=dictionary, compression="lz4"
+            )
         elif table.schema != self._writer.schema:
             table = table.cast(self._writer.schema)
         self._pending.append(table)
@@ -91,3 +122,8 @@ class RowRegister:
             self._writer.close()
             self._writer = None
         self._tmp.unlink(missing_ok=True)
+
+
+def register_path(folder: Path, shard: str | None) -> Path:
+    """The register of ``shard`` (or of the whole job) in state folder ``folder``."""
+    return folder / (f"rows-shard-{shard}.parquet" if shard else ROWS_NAME)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from batchkimi import rowsource
 from batchkimi.api import protocol_for
 from batchkimi.client import ModelStudioClient
 from batchkimi.clock import SystemClock
@@ -178,6 +179,7 @@ def test_a_run_whose_manifest_breaks_midway_resumes_without_resending(
             yield batch
 
     monkeypatch.setattr(Manifest, "iter_batches", breaks_after_two_batches)
+    monkeypatch.setattr(rowsource, "READ_ROWS", 10)  # reads of 10 rows, not 16,384
     with pytest.raises(ManifestError) as caught:
         run(spec)
     assert "line 22" in str(caught.value)

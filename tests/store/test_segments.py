@@ -5,6 +5,7 @@ from them in blocks equal the results of one block in memory."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -309,6 +310,21 @@ def test_an_answered_set_looks_fingerprints_up_in_one_call() -> None:
         True,
     ]
     assert AnsweredSet([]).unanswered(batch).to_list() == [True] * 12
+
+
+def test_an_answered_set_read_in_parts_agrees_with_a_python_set() -> None:
+    """50,000 fingerprints held as hashes, looked up against 100,000: every answer
+    exactly as a set of the strings gives it."""
+    held = [hashlib.sha256(f"a{i}".encode()).hexdigest() for i in range(50_000)]
+    asked = held[::2] + [
+        hashlib.sha256(f"b{i}".encode()).hexdigest() for i in range(75_000)
+    ]
+    parts = [pl.Series(held[i : i + 7_000]) for i in range(0, len(held), 7_000)]
+    answered = AnsweredSet.of_parts(parts)
+    assert len(answered) == len(held)
+    strings = set(held)
+    expected = [f not in strings for f in asked]
+    assert answered.unanswered(pl.Series(asked)).to_list() == expected
 
 
 def test_a_failed_compaction_keeps_the_jsonl_and_is_tried_again(

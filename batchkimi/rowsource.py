@@ -1,0 +1,268 @@
+"""The manifest read into requests, batch by batch: every row registered, only the
+rows that need building built.
+
+Building a request is Python work (about 20 µs a row: the template, the checks, the
+fingerprint), so building every row of a million-row manifest on every resume costs
+twenty seconds before anything is sent. Instead each batch is keyed by polars
+(``manifest.rowkeys``), the keys are looked up in the last run's register
+(``store.rowcache``), and the answered set is asked in one call per batch. A row is
+built only when its key is new (a new or edited row, a first run) or when it has to
+be sent; everything else stays in columns (issue 14).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from batchkimi.manifest.keys import shard_of
+from batchkimi.manifest.reader import Manifest
+from batchkimi.manifest.requests import RequestBuilder, RowProblem
+from batchkimi.manifest.rowkeys import KEY_COLUMNS, row_keys
+from batchkimi.records import RowRequest
+from batchkimi.settings import Job
+from batchkimi.store.answers import AnsweredSet
+from batchkimi.store.rowcache import RowCache
+from batchkimi.store.rows import RowRegister
+from batchkimi.version import __version__
+
+#: manifest rows read at a time (as many as the register writes at once): the
+#: per-batch cost of the polars calls is then spread thin. Rows are still built
+#: and handed over ``batch_rows`` at a time.
+READ_ROWS = 16_384
+#: reading settings that choose which rows go, not what a row's request is
+_NOT_REQUEST = {"shard", "limit", "batch_rows", "keep_columns"}
+
+
+def cache_digest(job: Job, schema: pl.Schema) -> str | None:
+    """What, besides a row's values, shapes the request it builds into: the asking,
+    reading and media settings, the model catalogue, the manifest's column names
+    and types, and the versions of batchkimi and polars (whose hashes are the row
+    keys). None when requests are not reusable across runs at all (explicit cache
+    markers depend on the rows around them)."""
+    if job.asking.cache == "explicit":
+        return None
+    reading = job.reading.model_dump(mode="json", by_alias=True)
+    parts: dict[str, Any] = {
+        "reading": {k: v for k, v in reading.items() if k not in _NOT_REQUEST},
+        "asking": job.asking.model_dump(mode="json", by_alias=True),
+        "media": job.media.model_dump(mode="json", by_alias=True),
+        "media_base": str(job.media_base),
+        "catalogue": {
+            name: info.model_dump(mode="json")
+            for name, info in sorted(job.catalogue.models.items())
+        },
+        "columns": [[name, str(dtype)] for name, dtype in schema.items()],
+        "batchkimi": __version__,
+        "polars": pl.__version__,
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class RowSource:
+    """Reads the manifest batch by batch, registers every row, yields what to send."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        builder: RequestBuilder,
+        register: RowRegister,
+        answered: AnsweredSet,
+        job: Job,
+        cache: RowCache | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.builder = builder
+        self.register = register
+        self.answered = answered
+        self.job = job
+        self.cache = cache
+        self.seen: set[str] = set()  # fingerprints sent this run
+        self.duplicates = 0  # rows whose request equals an earlier row's: sent once
+        self.local_media = False  # some row built this run names a local file
+        self.built = 0  # rows built this run (the others were found in the cache)
+
+    def batches(self) -> Iterator[list[RowRequest]]:
+        step = self.job.reading.batch_rows
+        start = 0
+        try:
+            for batch in self.manifest.iter_batches(max(step, READ_ROWS)):
+                yield from self._read(start, batch, step)
+                start += batch.height
+        finally:
+            if self.cache is not None:
+                self.cache.close()
+
+    def close(self) -> None:
+        """Forget the run's sets before the results are built (memory)."""
+        self.seen.clear()
+        self.answered = AnsweredSet([])
+
+    def _read(
+        self, start: int, batch: pl.DataFrame, step: int
+    ) -> Iterator[list[RowRequest]]:
+        """What to send of ``batch`` (manifest rows ``start`` onwards), then the
+        batch registered. A batch found whole in the cache is asked about in one
+        go; one with rows to build, ``step`` rows at a time, so that sending starts
+        with the first rows built and only ``step`` requests wait at once."""
+        keys = row_keys(batch)
+        if self.cache is not None:
+            known = self.cache.lookup(start, keys)
+        else:
+            known = pl.DataFrame(schema=_KNOWN).clear(batch.height)
+        missing = known["_fingerprint"].is_null()
+        records: dict[int, _Record] = {}
+        height = batch.height
+        pieces = range(0, height, step) if missing.any() else range(0, height, height)
+        for first in pieces:
+            end = height if len(pieces) == 1 else min(first + step, height)
+            yield self._piece(batch, start, first, end, known, missing, records)
+        self.register.add(batch, self._internal(start, batch, known, keys, records))
+
+    def _piece(
+        self,
+        batch: pl.DataFrame,
+        start: int,
+        first: int,
+        end: int,
+        known: pl.DataFrame,
+        missing: pl.Series,
+        records: dict[int, _Record],
+    ) -> list[RowRequest]:
+        """Rows ``first`` to ``end`` of the batch: those not in the cache built,
+        the unanswered ones to send."""
+        positions = (missing.slice(first, end - first).arg_true() + first).to_list()
+        fresh = self._build(batch, start, positions)
+        records.update(fresh_records := {p: self._record(r) for p, r in fresh.items()})
+        here = {p - first: r for p, r in fresh_records.items()}
+        fingerprints = _with(
+            known["_fingerprint"].slice(first, end - first), here, "fp"
+        )
+        ids = _with(known["id"].slice(first, end - first), here, "row_id")
+        wanted = (
+            self.answered.unanswered(fingerprints)
+            & fingerprints.is_not_null()
+            & self._in_scope(ids)
+        )
+        to_send: list[RowRequest] = []
+        for offset in wanted.arg_true().to_list():
+            position = first + offset
+            request = fresh.get(position)
+            if request is None:  # found in the cache, and to be sent all the same
+                request = self._build(batch, start, [position])[position]
+                records[position] = self._record(request)
+            if isinstance(request, RowRequest):
+                self._consider(request, to_send)
+        return to_send
+
+    def _build(
+        self, batch: pl.DataFrame, start: int, positions: list[int]
+    ) -> dict[int, RowRequest | RowProblem]:
+        if not positions:
+            return {}
+        rows = batch[positions] if len(positions) < batch.height else batch
+        built: dict[int, RowRequest | RowProblem] = {}
+        for position, row in zip(positions, rows.iter_rows(named=True), strict=True):
+            built[position] = self.builder.build(start + position, row)
+        self.built += len(positions)
+        return built
+
+    def _record(self, built: RowRequest | RowProblem) -> _Record:
+        if isinstance(built, RowProblem):
+            model = self.job.asking.model
+            return _Record(built.row_id, None, model, built.code, built.message, False)
+        local = _has_local_media(built)
+        self.local_media = self.local_media or local
+        return _Record(
+            built.row_id, built.fingerprint, built.model, None, None, not local
+        )
+
+    def _in_scope(self, ids: pl.Series) -> pl.Series:
+        shard = self.job.reading.shard_parts
+        if shard is None:
+            return pl.repeat(True, ids.len(), eager=True)
+        index, count = shard
+        return pl.Series([shard_of(i, count) == index for i in ids.to_list()])
+
+    def _consider(self, request: RowRequest, to_send: list[RowRequest]) -> None:
+        fp = request.fingerprint
+        if fp in self.seen:
+            self.duplicates += 1  # identical requests are sent once
+            return
+        self.seen.add(fp)
+        to_send.append(request)
+
+    def _internal(
+        self,
+        start: int,
+        batch: pl.DataFrame,
+        known: pl.DataFrame,
+        keys: pl.DataFrame,
+        records: dict[int, _Record],
+    ) -> dict[str, pl.Series]:
+        """The register's columns for this batch: the cache's, with every row
+        built this run written over them."""
+        ids = _with(known["id"], records, "row_id")
+        problems = {p: r for p, r in records.items() if r.code is not None}
+        # a key is kept for rows whose request depends on nothing but their values
+        unkeyed = [p for p, r in records.items() if not r.keyed]
+        key_a, key_b = (keys[name] for name in KEY_COLUMNS)
+        if unkeyed:
+            nulls = pl.Series([None] * len(unkeyed), dtype=pl.UInt64)
+            key_a = key_a.clone().scatter(unkeyed, nulls)
+            key_b = key_b.clone().scatter(unkeyed, nulls)
+        return {
+            "_index": pl.int_range(start, start + batch.height, eager=True),
+            "id": ids,
+            "_in_scope": self._in_scope(ids),
+            "_fingerprint": _with(known["_fingerprint"], records, "fp"),
+            "_problem_code": _with(_nulls(batch.height), problems, "code"),
+            "_problem_message": _with(_nulls(batch.height), problems, "message"),
+            "_model": _with(known["_model"], records, "model"),
+            "_key_a": key_a,
+            "_key_b": key_b,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What the register keeps of a row built this run."""
+
+    row_id: str
+    fp: str | None
+    model: str
+    code: str | None
+    message: str | None
+    keyed: bool  # its request depends on nothing but the row's values
+
+
+_KNOWN = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
+
+
+def _nulls(height: int) -> pl.Series:
+    return pl.Series([None] * height, dtype=pl.String)
+
+
+def _with(column: pl.Series, records: dict[int, _Record], field: str) -> pl.Series:
+    """``column`` with each record's ``field`` written at the record's place."""
+    if not records:
+        return column
+    positions = list(records)
+    values = [getattr(records[p], field) for p in positions]
+    return column.clone().scatter(positions, pl.Series(values, dtype=column.dtype))
+
+
+def _has_local_media(request: RowRequest) -> bool:
+    """A local file's request carries its size and time (its stamp): it changes
+    when the file does, so it is never taken from the cache."""
+    return any(
+        getattr(part, "stamp", "")
+        for message in request.messages
+        for part in message.parts
+    )

@@ -1,0 +1,149 @@
+"""What each manifest row built into last run, found again by the row's content key.
+
+The register a run leaves (``rows.parquet``) holds every row's content key, id, model
+and request fingerprint. When the next run's settings have the same digest, a row
+with the same key builds into the same request, so its fingerprint can be read back
+instead of rebuilt: a full-path resume of a million answered rows then does no
+per-row Python (issue 14). Only rows whose request could not change without their
+values changing carry a key; the others are rebuilt every time.
+
+Lookups go in manifest order, and memory stays flat. While the manifest holds the
+rows it held, in the same places, each batch is compared with the same rows of the
+old register, read forward row group by row group. Rows that do not line up (added,
+removed or edited above) are looked up in an index of the old register's keys
+(24 bytes a row, loaded on the first such row), and their values read from the row
+groups that hold them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from batchkimi.store.rows import DIGEST_KEY
+
+KEYS = ["_key_a", "_key_b"]
+VALUES = ["id", "_fingerprint", "_model"]
+_VALUES_SCHEMA = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
+_SCHEMA = {"_key_a": pl.UInt64(), "_key_b": pl.UInt64(), **_VALUES_SCHEMA}
+
+
+class RowCache:
+    """The last register's keyed rows, looked up batch by batch in manifest order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = pq.ParquetFile(path)
+        metadata = self._file.metadata
+        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+        self._starts = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
+        self._next_group = 0  # the next row group the forward reading takes
+        self._buffer = pl.DataFrame(schema=_SCHEMA)
+        self._buffer_start = 0  # the register row the buffer starts at
+        self._index: pl.DataFrame | None = None
+        self._groups: dict[int, pl.DataFrame] = {}  # the last groups read by place
+        self.hits = 0
+
+    @classmethod
+    def load(cls, path: Path, digest: str) -> RowCache | None:
+        """The register at ``path`` as a cache, if it was written under ``digest``
+        (and has content keys at all); otherwise None."""
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, ValueError):
+            return None
+        metadata = schema.metadata or {}
+        if metadata.get(DIGEST_KEY) != digest.encode() or "_key_a" not in schema.names:
+            return None
+        return cls(path)
+
+    def close(self) -> None:
+        self._file.close()
+        self._buffer, self._index, self._groups = self._buffer.clear(), None, {}
+
+    def lookup(self, start: int, keys: pl.DataFrame) -> pl.DataFrame:
+        """``id``, ``_fingerprint`` and ``_model`` for the rows ``keys`` describes
+        (manifest rows ``start`` onwards): last run's, where a row with that key
+        was registered with a request; nulls where not."""
+        height = keys.height
+        aligned = self._slice(start, height)
+        same = (
+            (aligned["_key_a"] == keys["_key_a"].head(aligned.height))
+            & (aligned["_key_b"] == keys["_key_b"].head(aligned.height))
+        ).fill_null(False)
+        if aligned.height == height and same.all():
+            self.hits += height
+            return aligned.select(VALUES)
+        same = same.extend(pl.repeat(False, height - aligned.height, eager=True))
+        found = pl.concat(
+            [
+                aligned.select(VALUES),
+                pl.DataFrame(schema=_VALUES_SCHEMA).clear(height - aligned.height),
+            ]
+        ).select(pl.when(same).then(pl.col(c)).alias(c) for c in VALUES)
+        rest = same.not_().arg_true()
+        moved = self._moved(keys[rest])
+        if moved.height:
+            at = rest.gather(moved["_at"])
+            found = found.with_columns(
+                found[c].scatter(at, moved[c]).alias(c) for c in VALUES
+            )
+        self.hits += height - found["_fingerprint"].null_count()
+        return found
+
+    def _slice(self, start: int, count: int) -> pl.DataFrame:
+        """Register rows ``start`` to ``start + count``, read forward group by
+        group (lookups only move forward; rows behind ``start`` are dropped)."""
+        if start < self._buffer_start:
+            return self._buffer.clear()
+        read_to = self._buffer_start + self._buffer.height
+        while read_to < start + count and self._next_group < len(self._starts) - 1:
+            group = self._read(self._next_group, [*KEYS, *VALUES])
+            self._next_group += 1
+            self._buffer = pl.concat([self._buffer, group], rechunk=False)
+            read_to += group.height
+        self._buffer = self._buffer.slice(start - self._buffer_start)
+        self._buffer_start = start
+        return self._buffer.slice(0, count)
+
+    def _moved(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """Rows of ``keys`` found elsewhere in the register: ``_at`` (their place
+        in ``keys``) and their values."""
+        if self._index is None:
+            self._index = (
+                pl.read_parquet(self.path, columns=KEYS, glob=False)
+                .with_row_index("_row")
+                .drop_nulls(KEYS)
+                .unique(subset=KEYS, keep="first")
+            )
+        matched = (
+            keys.with_row_index("_at")
+            .join(self._index, on=KEYS, how="inner")
+            .select("_at", "_row")
+        )
+        parts = [pl.DataFrame(schema={"_at": pl.UInt32(), **_VALUES_SCHEMA})]
+        bounds = pl.Series(self._starts[1:], dtype=pl.UInt32)
+        matched = matched.with_columns(
+            _group=bounds.search_sorted(matched["_row"], side="right")
+        )
+        for (group,), rows in matched.group_by(["_group"]):
+            assert isinstance(group, int)  # noqa: S101 (for the type checker)
+            values = self._group(group)[rows["_row"] - self._starts[group]]
+            parts.append(pl.concat([rows.select("_at"), values], how="horizontal"))
+        return pl.concat(parts)
+
+    def _group(self, group: int) -> pl.DataFrame:
+        """Row group ``group``'s values; the last two read are kept, since moved
+        rows of one batch sit in one or two groups."""
+        found = self._groups.get(group)
+        if found is None:
+            found = self._read(group, VALUES)
+            self._groups = {**dict(list(self._groups.items())[-1:]), group: found}
+        return found
+
+    def _read(self, group: int, columns: list[str]) -> pl.DataFrame:
+        table = self._file.read_row_group(group, columns=columns)
+        schema = {c: _SCHEMA[c] for c in columns}
+        return pl.DataFrame(table).cast(schema)  # type: ignore[arg-type]
