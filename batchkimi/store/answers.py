@@ -184,6 +184,19 @@ class AnsweredSet:
         found._set(pl.concat([empty, *(_hashed(part) for part in parts)]))
         return found
 
+    def union(self, other: AnsweredSet) -> AnsweredSet:
+        """A set of the fingerprints of both."""
+        both = AnsweredSet([])
+        both._set(
+            pl.DataFrame(
+                {
+                    "a": pl.concat([self._first, other._first]),
+                    "b": pl.concat([self._second, other._second]),
+                }
+            )
+        )
+        return both
+
     def _set(self, hashed: pl.DataFrame) -> None:
         ordered = hashed.sort("a")
         self._first, self._second = ordered["a"], ordered["b"]

@@ -101,3 +101,21 @@ def test_a_local_image_rewritten_since_the_last_run_is_sent_again(
     )
     assert run(job).sent == 1
     assert pl.read_parquet(job.output / "results.parquet")["status"].to_list() == ["ok"]
+
+
+def test_identical_rows_far_apart_are_sent_once(
+    tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Equal requests in different reads and pieces: the first goes, the others
+    take its answer (the run's set of sent fingerprints spans the whole run)."""
+    monkeypatch.setattr(rowsource, "READ_ROWS", 7)
+    rows = [{"id": f"r{i:02d}", "review": f"review {i % 10}"} for i in range(50)]
+    job = make_spec(tmp_path, simulator, rows=rows, batch_rows=3)
+    outcome = run(job)
+    assert outcome.exit_code == 0 and outcome.sent == 10
+    assert len(simulator.requests) == 10
+    assert outcome.summary["run"]["duplicate_rows_this_run"] == 40
+    results = read_results(job)
+    assert results["status"].to_list() == ["ok"] * 50
+    by_review = results.group_by("review").agg(pl.col("content").n_unique())
+    assert by_review["content"].to_list() == [1] * 10
