@@ -103,6 +103,16 @@ class RayDispatch:
                         "ledger": ledger,
                         "resume": in_hand,
                     }
+                    least, most = worker_count(ray, self.job)
+                    observer.on_info(
+                        f"on Ray: {least} worker{'s' if least > 1 else ''}"
+                        + (
+                            f" (up to {most} as the cluster grows)"
+                            if most > least
+                            else ""
+                        )
+                        + f", {self.job.pacing.concurrency} requests in flight each"
+                    )
                     dataset = map_rows(
                         ray, ray.data.from_arrow_refs(blocks), self.job, worker
                     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import batchkimi
 import batchkimi.ray
@@ -17,7 +18,7 @@ ROWS = [{"id": f"p{i:02d}", "review": f"pipeline review {i}"} for i in range(12)
 def test_a_dataset_is_answered_and_a_second_pass_pays_nothing(
     tmp_path: Path, simulator: SimulatorServer, ray_cluster: ModuleType
 ) -> None:
-    settings = {
+    settings: dict[str, Any] = {
         "prompt": "Sentiment of: {review}",
         "output": tmp_path / "out",
         "base_url": simulator.url,
