@@ -17,6 +17,7 @@ batch pays only for rows that were never answered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,7 @@ class RowWorker:
         # bound to the loop of its first use (the actor's), since Python 3.10
         self._slots = asyncio.Semaphore(job.pacing.concurrency)
         self._tasks: list[asyncio.Task[None]] = []
+        self._journal_thread = ThreadPoolExecutor(1, "batchkimi-journal")
         self._builder: RequestBuilder | None = None
         self._answered: set[str] | None = None  # for manifest rows: answered before
         self._built = 0
@@ -113,14 +115,23 @@ class RowWorker:
         look_up = set(before)
         if self._answered is not None:
             look_up |= {r.fingerprint for r in requests} & self._answered
-        standing, in_hand = await asyncio.to_thread(
-            recorded_answers, self.state, look_up, self.job.writing.rerun_set
-        )
-        self.resume.update(in_hand)  # the sender carries on from those answers
+        standing: dict[str, RowResult] = {}
+        loop = asyncio.get_running_loop()
+        if look_up:  # rows another worker (or an earlier run) may have answered
+            standing, in_hand = await loop.run_in_executor(
+                self._journal_thread,
+                recorded_answers,
+                self.state,
+                look_up,
+                self.job.writing.rerun_set,
+            )
+            self.resume.update(in_hand)  # the sender carries on from those answers
         rows += await asyncio.gather(
             *(self._one(sending, r, standing.get(r.fingerprint)) for r in requests)
         )
-        await asyncio.to_thread(self.journal.sync)  # durable before it counts
+        # durable before it counts (on a thread of its own: the media threads may
+        # all be extracting frames)
+        await loop.run_in_executor(self._journal_thread, self.journal.sync)
         return results_table(rows)
 
     async def _one(
@@ -205,7 +216,8 @@ class RowWorker:
         self._sending = open_sender(
             job,
             load_prices(job.writing.prices),
-            media_settings(job),
+            # frames are decoded on the CPUs Ray gave this worker, no more
+            dataclasses.replace(media_settings(job), decode_threads=self.threads),
             self._key.key(),
             clock=SystemClock(),
             limits=cluster_limits(self.keeper, job.limits_of),
