@@ -197,7 +197,17 @@ def test_a_two_node_cluster_runs_a_job_from_the_command_line(
         p for p in state.glob("journal-shard-ray-*.jsonl") if p.stat().st_size > 0
     ]
     assert len(senders) == 2, done.stderr
-    assert canary_key not in done.stdout + done.stderr
+    report = subprocess.run(  # the report reads every worker's journal too
+        [sys.executable, "-m", "batchkimi", "report", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "40" in report.stdout
+    assert canary_key not in done.stdout + done.stderr + report.stdout
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             assert canary_key.encode() not in path.read_bytes(), path
