@@ -206,7 +206,7 @@ class _Follow:
                     aborted.set()
                     break
                 if isinstance(item, Exception):
-                    self.stop.stop("ray", _first_line(item))
+                    self.stop.stop("ray", _failure_detail(item))
                     break
                 self._take(item)
         finally:
@@ -244,7 +244,7 @@ class _Follow:
             self.stop.stop(reason, detail)
 
 
-def _first_line(exc: Exception) -> str:
+def _failure_detail(exc: Exception) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     what = lines[-1] if lines else type(exc).__name__
     return (
