@@ -138,6 +138,11 @@ def execute(
 
     told = observer or SilentObserver()
     check_settings(job)  # what plan refuses, a finished job's re-run refuses too
+    dispatch = None
+    if job.pacing.engine == "ray":
+        from batchkimi.ray.engine import RayDispatch  # imports Ray: only here
+
+        dispatch = RayDispatch(job, key)  # no Ray installed: exit 2, said how
     done = finished_outcome(
         job.output,
         job.reading.shard_label,
@@ -152,7 +157,13 @@ def execute(
 
     prepared = prepare_job(job)
     return _in_own_loop(
-        lambda: run_job(prepared, key, observer=told, handle_signals=handle_signals)
+        lambda: run_job(
+            prepared,
+            key,
+            observer=told,
+            handle_signals=handle_signals,
+            dispatch=dispatch,
+        )
     )
 
 

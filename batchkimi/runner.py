@@ -12,13 +12,12 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
-from batchkimi.answers.check import AnswerChecker
-from batchkimi.api import protocol_for
-from batchkimi.client import ModelStudioClient
 from batchkimi.clock import Clock, SystemClock
 from batchkimi.credentials import ApiKey
 from batchkimi.errors import ConfigError, FatalApiError, ManifestError
@@ -36,10 +35,9 @@ from batchkimi.schedule.limitstore import (
     account_id,
     state_home,
 )
-from batchkimi.schedule.media import MediaPreparer
-from batchkimi.schedule.scheduler import run_scheduler
-from batchkimi.schedule.sender import RowSender, SendSettings
+from batchkimi.schedule.scheduler import SchedulerOutcome, run_scheduler
 from batchkimi.schedule.stopper import StopControl
+from batchkimi.sending import open_sender
 from batchkimi.settings import Job
 from batchkimi.store.journal import (
     Journal,
@@ -68,12 +66,25 @@ from batchkimi.store.state import (
 )
 from batchkimi.store.summary import SUMMARY_NAME, write_summary
 from batchkimi.store.unfinished import answers_in_hand
-from batchkimi.uploads import TemporaryUploader
-from batchkimi.urlcheck import UrlChecker
 from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Dispatch(Protocol):
+    """Sends what ``batches`` yields elsewhere than this process (up to the job's
+    ``--limit``), tells ``observer`` of each result and stops with ``stop``; the
+    results are journaled into the output folder by whoever sent them."""
+
+    async def __call__(
+        self,
+        batches: Iterator[list[RowRequest]],
+        *,
+        stop: StopControl,
+        in_hand: dict[str, RowResult],
+        observer: RunObserver,
+    ) -> SchedulerOutcome: ...
 
 
 class _Advisories:
@@ -126,8 +137,13 @@ async def run_job(
     observer: RunObserver | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     handle_signals: bool = False,
+    dispatch: Dispatch | None = None,
 ) -> RunOutcome:
-    """Run a prepared job to the end (or to a stop) and write its outputs."""
+    """Run a prepared job to the end (or to a stop) and write its outputs.
+
+    ``dispatch`` sends the rows somewhere else (``batchkimi.ray``: workers on a
+    cluster, which journal into this output folder themselves); everything else —
+    the lock, resume, the row register, stops and the outputs — is the same."""
     state = _open_state(prepared.job)
     with OutputLock(state, shard=prepared.job.reading.shard_label):
         return await _run_locked(
@@ -138,6 +154,7 @@ async def run_job(
             observer=observer or SilentObserver(),
             transport=transport,
             handle_signals=handle_signals,
+            dispatch=dispatch,
         )
 
 
@@ -150,6 +167,7 @@ async def _run_locked(
     observer: RunObserver,
     transport: httpx.AsyncBaseTransport | None,
     handle_signals: bool,
+    dispatch: Dispatch | None = None,
 ) -> RunOutcome:
     job, prices = prepared.job, prepared.prices
     previous = load_state(state, job.reading.shard_label)
@@ -168,7 +186,6 @@ async def _run_locked(
         )
     answered = answered_set(state, job.writing.rerun_set)
     already_done = len(answered)
-    answer = job.asking.answer
     # paid answers an earlier run did not finish, or that this run sends again
     in_hand = answers_in_hand(state, job.writing.rerun_set)
     for message in warnings:
@@ -184,59 +201,23 @@ async def _run_locked(
     )
     del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
-    client = ModelStudioClient(
-        key,
-        concurrency=job.pacing.concurrency,
-        timeout_s=job.connection.timeout_s,
-        idle_timeout_s=job.connection.idle_timeout_s,
-        clock=clock,
-        workspace_id=job.connection.workspace_id
-        if job.connection.base_url is None
-        else None,
-        transport=transport,
-    )
     limits = _limit_store(job, key, observer, clock)
-    native = job.connection.api == "dashscope"
-    uploader = (
-        TemporaryUploader(
-            key, job.connection.resolved_base_url, clock=clock, transport=transport
-        )
-        if native
-        else None
-    )
-    urls = (
-        UrlChecker(concurrency=job.pacing.concurrency) if job.media.check_urls else None
-    )
     advice = _Advisories(observer)
-    media = MediaPreparer(
+    sending = open_sender(
+        job,
+        prices,
         prepared.media,
-        uploader,
-        urls,
+        key,
+        clock=clock,
+        limits=limits,
+        on_answer=lambda request, result: journal.append(result, row_id=request.row_id),
+        on_retry=observer.on_retry,
         on_advice=advice.add,
         on_note=observer.on_info,
-    )
-    sender = RowSender(
-        client,
-        protocol_for(job.connection.api, job.catalogue),
-        SendSettings(
-            base_url=job.connection.resolved_base_url,
-            stream=job.connection.stream,
-            max_attempts=job.pacing.max_attempts,
-            region=job.connection.region,
-            prices=prices,
-            max_throttle_wait_s=job.pacing.max_throttle_wait_s,
-            catalogue=job.catalogue,
-        ),
-        clock,
-        on_retry=lambda request, exc, attempt: observer.on_retry(
-            request.row_id, exc.code, attempt
-        ),
-        limits=limits,
-        media=media,
-        answers=AnswerChecker(answer) if answer is not None else None,
-        on_answer=lambda request, result: journal.append(result, row_id=request.row_id),
         resume=in_hand,
+        transport=transport,
     )
+    sender = sending.sender
 
     def sink(request: RowRequest, result: RowResult) -> None:
         journal.append(result, row_id=request.row_id)
@@ -276,15 +257,20 @@ async def _run_locked(
     sent, fatal, limit_reached = 0, None, False
     try:
         try:
-            outcome = await run_scheduler(
-                batches,
-                sender,
-                sink,
-                concurrency=job.pacing.concurrency,
-                stop=stop,
-                limit=job.reading.limit,
-                gate=gate,
-            )
+            if dispatch is None:
+                outcome = await run_scheduler(
+                    batches,
+                    sender,
+                    sink,
+                    concurrency=job.pacing.concurrency,
+                    stop=stop,
+                    limit=job.reading.limit,
+                    gate=gate,
+                )
+            else:
+                outcome = await dispatch(
+                    batches, stop=stop, in_hand=in_hand, observer=observer
+                )
             sent, fatal = outcome.sent, outcome.fatal
             limit_reached = outcome.limit_reached
             manifest_error = outcome.manifest_error
@@ -315,11 +301,7 @@ async def _run_locked(
         flusher.cancel()
         if isinstance(limits, SharedLimits):
             limits.close()
-        await client.aclose()
-        if uploader is not None:
-            await uploader.aclose()
-        if urls is not None:
-            await urls.aclose()
+        await sending.aclose()
         journal.close()
         register.abandon()
     if journal_error is not None:

@@ -169,6 +169,24 @@ _OPTIONS: list[Callable[[Any], Any]] = [
         "failed to reach an answer (an outage), for this long.  [default: 600]",
     ),
     click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        help="Send from this process (local), or from workers on a Ray cluster "
+        "(ray; pip install 'batchkimi[ray]').  [default: local]",
+    ),
+    click.option(
+        "--ray-address",
+        metavar="ADDR",
+        help="The Ray cluster to run on (HOST:PORT or ray://HOST:PORT); default: "
+        "the one RAY_ADDRESS names, else a local one.",
+    ),
+    click.option(
+        "--ray-workers",
+        type=int,
+        help="Worker actors on the Ray cluster, one CPU each; --concurrency is "
+        "per worker.  [default: one per CPU of the cluster]",
+    ),
+    click.option(
         "--limit",
         type=int,
         help="Send at most this many rows this run (exit 3 if rows remain).",

@@ -44,10 +44,12 @@ def extract_frames(
     max_frames: int,
     max_side: int = MAX_SIDE,
     stop: threading.Event | None = None,
+    threads: int = 0,
 ) -> list[bytes]:
     """JPEG frames of ``path`` at the sampled moments. Runs in a worker thread, which
     nothing can cancel from outside: ``stop`` is looked at after every decoded frame,
-    so a run told to stop at once is not kept waiting for an hour of video."""
+    so a run told to stop at once is not kept waiting for an hour of video.
+    ``threads``: decoding threads (0: FFmpeg's choice)."""
     import av  # only a job that extracts frames loads PyAV
 
     info = video_info(path)
@@ -59,6 +61,8 @@ def extract_frames(
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if threads:
+                stream.codec_context.thread_count = threads
             start = (
                 float(stream.start_time * stream.time_base)
                 if (stream.start_time is not None and stream.time_base is not None)

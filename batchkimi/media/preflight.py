@@ -52,6 +52,9 @@ class MediaSettings:
     frame_max_side: int = 768
     #: the manifest column of each media role, where the job maps it elsewhere
     columns: tuple[tuple[str, str], ...] = ()
+    #: threads a video is decoded on; 0: FFmpeg's choice (a Ray worker holds its
+    #: own CPUs to what the cluster gave it)
+    decode_threads: int = 0
 
     def column(self, role: str) -> str:
         """The manifest column a media role (image, video, frames) is read from."""

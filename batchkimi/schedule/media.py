@@ -125,6 +125,7 @@ class MediaPreparer:
                 max_frames=max_frames,
                 max_side=self.settings.frame_max_side,
                 stop=stop,
+                threads=self.settings.decode_threads,
             )
         except asyncio.CancelledError:
             stop.set()  # the thread ends at its next frame; the run need not wait

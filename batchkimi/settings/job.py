@@ -64,6 +64,9 @@ OPERATIONAL = frozenset(
         "max_throttle_wait_s",
         "expected_output_tokens",
         "check_urls",
+        "engine",
+        "ray_address",
+        "ray_workers",
     }
 )
 
@@ -122,6 +125,7 @@ class Job(BaseModel):
             msg = f"{too_much[1]}. Lower {too_much[0]} under [parameters]"
             raise ConfigError(msg)
         _check_transport(self.connection)
+        _check_engine(self.pacing, self.stopping)
         _ = self.asking.answer  # one declared answer, usable as a schema
         _check_tool_choice(self.asking)
         output = self.writing.output
@@ -200,6 +204,20 @@ class Job(BaseModel):
         kept = {k: v for k, v in flat.items() if k not in OPERATIONAL}
         kept["rerun_set"] = sorted(self.writing.rerun_set)
         return kept
+
+
+def _check_engine(pacing: Pacing, stopping: Stopping) -> None:
+    """A budget a run may not overspend needs one process to see every request
+    before it goes; on Ray, workers send on their own. (``ray_address`` and
+    ``ray_workers`` are simply unused with ``engine = "local"``, so a cluster's
+    job file can be tried on one machine with ``--engine local``.)"""
+    if pacing.engine == "ray" and stopping.max_cost is not None:
+        msg = (
+            "--max-cost is not available with --engine ray: the workers send on "
+            "their own, and no single process sees every request before it goes. "
+            "Drop --max-cost, or run on one machine (--engine local)"
+        )
+        raise ConfigError(msg)
 
 
 def _check_tool_choice(asking: Asking) -> None:

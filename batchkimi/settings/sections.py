@@ -267,6 +267,12 @@ class Pacing(Section):
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     #: stop (resumable) when throttles or an outage have lasted this long
     max_throttle_wait_s: Annotated[float, Field(ge=1, le=7 * 86_400)] = 600.0
+    #: where rows are sent from: this process (local), or workers on a Ray cluster
+    engine: Literal["local", "ray"] = "local"
+    #: the Ray cluster to join (``ray://…`` or ``HOST:PORT``); None: a local one
+    ray_address: Annotated[str | None, Field(min_length=1)] = None
+    #: worker actors on the cluster; None: one per CPU the cluster has
+    ray_workers: Annotated[int | None, Field(ge=1, le=4096)] = None
 
 
 class Stopping(Section):

@@ -11,6 +11,7 @@ sending the row again.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import fields
 from pathlib import Path
 
@@ -48,11 +49,33 @@ def answers_in_hand(
 
     Reads a few columns of every record, then the whole records of only those
     fingerprints that ever had such an answer (usually none)."""
-    wanted = _IN_HAND | (resend_condition(rerun) & pl.col("input_tokens").is_not_null())
+    wanted = _in_hand(rerun)
     ever = positions(answer_files(folder), _FLAGS, where=wanted)["fingerprint"]
     pending = gather(folder, ever.unique(), JOURNAL_SCHEMA).filter(wanted)
+    return _results(pending)
+
+
+def recorded_answers(
+    folder: Path, fingerprints: Collection[str], rerun: frozenset[str] = frozenset()
+) -> tuple[dict[str, RowResult], dict[str, RowResult]]:
+    """Of a few ``fingerprints``, those whose newest record stands (an answer a run
+    must not pay for again) and those left with a paid answer in hand (see
+    ``answers_in_hand``), each as fingerprint → record. For a writer that may be
+    sent a row another writer already answered (a batch Ray retried)."""
+    if not fingerprints:
+        return {}, {}
+    newest = gather(folder, pl.Series(list(fingerprints)), JOURNAL_SCHEMA)
+    standing = newest.filter(~resend_condition(rerun))
+    return _results(standing), _results(newest.filter(_in_hand(rerun)))
+
+
+def _in_hand(rerun: frozenset[str]) -> pl.Expr:
+    return _IN_HAND | (resend_condition(rerun) & pl.col("input_tokens").is_not_null())
+
+
+def _results(records: pl.DataFrame) -> dict[str, RowResult]:
     found: dict[str, RowResult] = {}
-    for record in pending.iter_rows(named=True):
+    for record in records.iter_rows(named=True):
         values = {k: v for k, v in record.items() if k in _FIELDS and v is not None}
         for name in _COUNTS:
             values[name] = json.loads(values[name]) if name in values else {}
