@@ -137,14 +137,14 @@ class RowSource:
     ) -> list[RowRequest]:
         """Rows ``first`` to ``end`` of the batch: those not in the cache built,
         the unanswered ones to send."""
-        positions = (missing.slice(first, end - first).arg_true() + first).to_list()
+        width = end - first
+        positions = (missing.slice(first, width).arg_true() + first).to_list()
         fresh = self._build(batch, start, positions)
-        records.update(fresh_records := {p: self._record(r) for p, r in fresh.items()})
-        here = {p - first: r for p, r in fresh_records.items()}
-        fingerprints = _with(
-            known["_fingerprint"].slice(first, end - first), here, "fp"
-        )
-        ids = _with(known["id"].slice(first, end - first), here, "row_id")
+        made = {p: self._record(r) for p, r in fresh.items()}
+        records.update(made)
+        here = {p - first: r for p, r in made.items()}
+        fingerprints = _with(known["_fingerprint"].slice(first, width), here, "fp")
+        ids = _with(known["id"].slice(first, width), here, "row_id")
         wanted = (
             self.answered.unanswered(fingerprints)
             & fingerprints.is_not_null()
@@ -156,16 +156,12 @@ class RowSource:
         new = self.sent.fresh(candidates)
         self.duplicates += candidates.len() - int(new.sum())
         self.sent.add(candidates.filter(new))
-        to_send: list[RowRequest] = []
-        for offset in chosen.filter(new).to_list():
-            position = first + offset
-            request = fresh.get(position)
-            if request is None:  # found in the cache, and to be sent all the same
-                request = self._build(batch, start, [position])[position]
-                records[position] = self._record(request)
-            if isinstance(request, RowRequest):
-                to_send.append(request)
-        return to_send
+        going = (chosen.filter(new) + first).to_list()
+        # rows found in the cache that are to be sent all the same: built now
+        rebuilt = self._build(batch, start, [p for p in going if p not in fresh])
+        records.update({p: self._record(r) for p, r in rebuilt.items()})
+        fresh.update(rebuilt)
+        return [r for p in going if isinstance(r := fresh[p], RowRequest)]
 
     def _build(
         self, batch: pl.DataFrame, start: int, positions: list[int]
