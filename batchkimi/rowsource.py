@@ -27,7 +27,7 @@ from batchkimi.manifest.rowkeys import KEY_COLUMNS, row_keys
 from batchkimi.records import RowRequest
 from batchkimi.settings import Job
 from batchkimi.store.answers import AnsweredSet
-from batchkimi.store.rowcache import RowCache
+from batchkimi.store.rowcache import VALUES_SCHEMA, RowCache
 from batchkimi.store.rows import RowRegister
 from batchkimi.version import __version__
 
@@ -115,15 +115,18 @@ class RowSource:
         if self.cache is not None:
             known = self.cache.lookup(start, keys)
         else:
-            known = pl.DataFrame(schema=_KNOWN).clear(batch.height)
+            known = pl.DataFrame(schema=VALUES_SCHEMA).clear(batch.height)
         missing = known["_fingerprint"].is_null()
         records: dict[int, _Record] = {}
+        scopes: list[pl.Series] = []  # each piece's rows in scope (shards)
         height = batch.height
-        pieces = range(0, height, step) if missing.any() else range(0, height, height)
-        for first in pieces:
-            end = height if len(pieces) == 1 else min(first + step, height)
-            yield self._piece(batch, start, first, end, known, missing, records)
-        self.register.add(batch, self._internal(start, batch, known, keys, records))
+        size = step if missing.any() else height
+        for first in range(0, height, size):
+            end = min(first + size, height)
+            yield self._piece(batch, start, first, end, known, missing, records, scopes)
+        internal = self._internal(start, batch, known, keys, records)
+        internal["_in_scope"] = pl.concat(scopes)
+        self.register.add(batch, internal)
 
     def _piece(
         self,
@@ -134,6 +137,7 @@ class RowSource:
         known: pl.DataFrame,
         missing: pl.Series,
         records: dict[int, _Record],
+        scopes: list[pl.Series],
     ) -> list[RowRequest]:
         """Rows ``first`` to ``end`` of the batch: those not in the cache built,
         the unanswered ones to send."""
@@ -144,11 +148,13 @@ class RowSource:
         records.update(made)
         here = {p - first: r for p, r in made.items()}
         fingerprints = _with(known["_fingerprint"].slice(first, width), here, "fp")
-        ids = _with(known["id"].slice(first, width), here, "row_id")
+        scopes.append(
+            self._in_scope(_with(known["id"].slice(first, width), here, "row_id"))
+        )
         wanted = (
             self.answered.unanswered(fingerprints)
             & fingerprints.is_not_null()
-            & self._in_scope(ids)
+            & scopes[-1]
         )
         # identical requests are sent once: the first of them, not again
         chosen = wanted.arg_true()
@@ -200,9 +206,9 @@ class RowSource:
         keys: pl.DataFrame,
         records: dict[int, _Record],
     ) -> dict[str, pl.Series]:
-        """The register's columns for this batch: the cache's, with every row
-        built this run written over them."""
-        ids = _with(known["id"], records, "row_id")
+        """The register's columns for this batch (but ``_in_scope``, which the
+        pieces found): the cache's, with every row built this run written over
+        them."""
         problems = {p: r for p, r in records.items() if r.code is not None}
         # a key is kept for rows whose request depends on nothing but their values
         unkeyed = [p for p, r in records.items() if not r.keyed]
@@ -213,8 +219,7 @@ class RowSource:
             key_b = key_b.clone().scatter(unkeyed, nulls)
         return {
             "_index": pl.int_range(start, start + batch.height, eager=True),
-            "id": ids,
-            "_in_scope": self._in_scope(ids),
+            "id": _with(known["id"], records, "row_id"),
             "_fingerprint": _with(known["_fingerprint"], records, "fp"),
             "_problem_code": _with(_nulls(batch.height), problems, "code"),
             "_problem_message": _with(_nulls(batch.height), problems, "message"),
@@ -259,9 +264,6 @@ class _Record:
     code: str | None
     message: str | None
     keyed: bool  # its request depends on nothing but the row's values
-
-
-_KNOWN = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
 
 
 def _nulls(height: int) -> pl.Series:

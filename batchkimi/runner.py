@@ -37,7 +37,7 @@ from batchkimi.schedule.limitstore import (
 )
 from batchkimi.schedule.scheduler import SchedulerOutcome, run_scheduler
 from batchkimi.schedule.stopper import StopControl
-from batchkimi.sending import open_sender
+from batchkimi.sending import Sending, open_sender
 from batchkimi.settings import Job
 from batchkimi.store.journal import (
     Journal,
@@ -201,23 +201,27 @@ async def _run_locked(
     )
     del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
-    limits = _limit_store(job, key, observer, clock)
     advice = _Advisories(observer)
-    sending = open_sender(
-        job,
-        prices,
-        prepared.media,
-        key,
-        clock=clock,
-        limits=limits,
-        on_answer=lambda request, result: journal.append(result, row_id=request.row_id),
-        on_retry=observer.on_retry,
-        on_advice=advice.add,
-        on_note=observer.on_info,
-        resume=in_hand,
-        transport=transport,
-    )
-    sender = sending.sender
+    limits: LimitStore | None = None
+    sending: Sending | None = None
+    if dispatch is None:  # a dispatch's workers pace, send and journal for themselves
+        limits = _limit_store(job, key, observer, clock)
+        sending = open_sender(
+            job,
+            prices,
+            prepared.media,
+            key,
+            clock=clock,
+            limits=limits,
+            on_answer=lambda request, result: journal.append(
+                result, row_id=request.row_id
+            ),
+            on_retry=observer.on_retry,
+            on_advice=advice.add,
+            on_note=observer.on_info,
+            resume=in_hand,
+            transport=transport,
+        )
 
     def sink(request: RowRequest, result: RowResult) -> None:
         journal.append(result, row_id=request.row_id)
@@ -257,10 +261,10 @@ async def _run_locked(
     sent, fatal, limit_reached = 0, None, False
     try:
         try:
-            if dispatch is None:
+            if sending is not None:
                 outcome = await run_scheduler(
                     batches,
-                    sender,
+                    sending.sender,
                     sink,
                     concurrency=job.pacing.concurrency,
                     stop=stop,
@@ -268,6 +272,7 @@ async def _run_locked(
                     gate=gate,
                 )
             else:
+                assert dispatch is not None  # noqa: S101 (one of the two is given)
                 outcome = await dispatch(
                     batches, stop=stop, in_hand=in_hand, observer=observer
                 )
@@ -301,7 +306,8 @@ async def _run_locked(
         flusher.cancel()
         if isinstance(limits, SharedLimits):
             limits.close()
-        await sending.aclose()
+        if sending is not None:
+            await sending.aclose()
         journal.close()
         register.abandon()
     if journal_error is not None:

@@ -25,9 +25,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-from harness import batchkimi_run, bench_env, measure, simulator
-
-from batchkimi.media.samples import make_video
+from harness import batchkimi_run, bench_env, make_archive, measure, simulator
 
 BARE_LOOP = """
 import io, sys, av
@@ -53,16 +51,6 @@ for path in sorted(Path(sys.argv[1]).glob("*.mp4")):
         total += len(kept)
 print(total)
 """
-
-
-def make_archive(folder: Path, videos: int, seconds: float) -> Path:
-    """Generate the videos once; later runs reuse them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(videos):
-        path = folder / f"video-{i:04d}.mp4"
-        if not path.exists():
-            make_video(path, seconds=seconds, fps=25, width=640, height=360)
-    return folder
 
 
 def main() -> None:

@@ -29,21 +29,9 @@ from datetime import datetime
 from pathlib import Path
 
 import polars as pl
-from harness import bench_env, simulator
-
-from batchkimi.media.samples import make_video
+from harness import bench_env, make_archive, simulator
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_archive(folder: Path, videos: int, seconds: float) -> Path:
-    """Generate the videos once; later runs reuse them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(videos):
-        path = folder / f"video-{i:04d}.mp4"
-        if not path.exists():
-            make_video(path, seconds=seconds, fps=25, width=640, height=360)
-    return folder
 
 
 def caption(archive: Path, output: Path, url: str, address: str, workers: int) -> float:

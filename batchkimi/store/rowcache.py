@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 from batchkimi.store.rows import DIGEST_KEY
 
 KEYS = ["_key_a", "_key_b"]
-VALUES = ["id", "_fingerprint", "_model"]
-_VALUES_SCHEMA = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
-_SCHEMA = {"_key_a": pl.UInt64(), "_key_b": pl.UInt64(), **_VALUES_SCHEMA}
+VALUES_SCHEMA = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
+VALUES = list(VALUES_SCHEMA)
+_SCHEMA = {"_key_a": pl.UInt64(), "_key_b": pl.UInt64(), **VALUES_SCHEMA}
 
 
 class RowCache:
@@ -80,7 +80,7 @@ class RowCache:
         found = pl.concat(
             [
                 aligned.select(VALUES),
-                pl.DataFrame(schema=_VALUES_SCHEMA).clear(height - aligned.height),
+                pl.DataFrame(schema=VALUES_SCHEMA).clear(height - aligned.height),
             ]
         ).select(pl.when(same).then(pl.col(c)).alias(c) for c in VALUES)
         rest = same.not_().arg_true()
@@ -123,7 +123,7 @@ class RowCache:
             .join(self._index, on=KEYS, how="inner")
             .select("_at", "_row")
         )
-        parts = [pl.DataFrame(schema={"_at": pl.UInt32(), **_VALUES_SCHEMA})]
+        parts = [pl.DataFrame(schema={"_at": pl.UInt32(), **VALUES_SCHEMA})]
         bounds = pl.Series(self._starts[1:], dtype=pl.UInt32)
         matched = matched.with_columns(
             _group=bounds.search_sorted(matched["_row"], side="right")
