@@ -308,7 +308,7 @@ async def _run_locked(
             limits.close()
         if sending is not None:
             await sending.aclose()
-        journal.close()
+        journal.close(seal=not stop.hard)  # a hard stop waits for nothing more
         register.abandon()
     if journal_error is not None:
         raise journal_error

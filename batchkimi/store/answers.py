@@ -23,6 +23,12 @@ from batchkimi.store.segments import Span, read_records
 
 #: a fingerprint in 8 bytes (a collision is told apart where it matters)
 HASHED = pl.col("fingerprint").hash()
+#: two independent hash states: a fingerprint is held as 128 bits (``AnsweredSet``)
+_SEEDS = (0x616E7377, 0x65726564)
+_HASHES = {
+    "_a": pl.col("fingerprint").hash(seed=_SEEDS[0]),
+    "_b": pl.col("fingerprint").hash(seed=_SEEDS[1]),
+}
 #: where each record is: the file (its number in a listing), the record's position
 #: in it, and the stream's rank among the listing's streams
 POSITION = {"_f": pl.UInt32(), "_p": pl.UInt32(), "_s": pl.UInt16()}
@@ -143,6 +149,36 @@ def answered(
         yield _fingerprints_at([files[int(number)]], part.with_columns(_f=0))
 
 
+def answered_hashes(
+    folder: Path, stands: pl.Expr, *, key: pl.Expr | None = None
+) -> AnsweredSet:
+    """``answered`` as an ``AnsweredSet``, in one read of the journal: each record's
+    two hashes are taken as it is read, so no fingerprint is read twice or held.
+
+    Records are grouped by ``key`` (the first hash; a test makes it collide): where
+    a key repeats, its records must share both hashes, else two fingerprints
+    collided and the set is made again from the fingerprints themselves."""
+    files = answer_files(folder)
+    columns = {
+        "status": pl.String(),
+        "error_code": pl.String(),
+        "retryable": pl.Boolean(),
+    }
+    derive = {"_stands": stands, **_HASHES}
+    records = positions(files, columns, key=key or _HASHES["_a"], derive=derive)
+    repeated = records.filter(repeats(records["_k"]))
+    if (
+        repeated.height
+        and (repeated.group_by("_k").agg(pl.struct("_a", "_b").n_unique() > 1))[
+            "_a"
+        ].any()
+    ):  # a collision: the exact way
+        exact = newest(positions(files, columns)).filter(stands)
+        return AnsweredSet(exact["fingerprint"])
+    standing = pl.lit(newest_mask(records, "_k")) & pl.col("_stands")
+    return AnsweredSet.of_hashes(records.select(pl.col("_a", "_b").filter(standing)))
+
+
 def _fingerprints_at(files: list[AnswerFile], at: pl.DataFrame) -> pl.Series:
     """The fingerprints at positions ``at`` (``_f``, ``_p``) of ``files``."""
     found = []
@@ -154,10 +190,6 @@ def _fingerprints_at(files: list[AnswerFile], at: pl.DataFrame) -> pl.Series:
             found.append(frame["fingerprint"].gather(here - start))
             start = end
     return pl.concat([pl.Series("fingerprint", [], pl.String()), *found])
-
-
-#: two independent hash states: a fingerprint is held as 128 bits
-_SEEDS = (0x616E7377, 0x65726564)
 
 
 class AnsweredSet:
@@ -182,6 +214,13 @@ class AnsweredSet:
         found = cls([])
         empty = _hashed(pl.Series([], dtype=pl.String()))
         found._set(pl.concat([empty, *(_hashed(part) for part in parts)]))
+        return found
+
+    @classmethod
+    def of_hashes(cls, hashes: pl.DataFrame) -> AnsweredSet:
+        """The set of fingerprints whose two hashes are ``hashes``' ``_a``, ``_b``."""
+        found = cls([])
+        found._set(hashes.select(a="_a", b="_b"))
         return found
 
     def union(self, other: AnsweredSet) -> AnsweredSet:
@@ -236,12 +275,8 @@ def _hashed(fingerprints: pl.Series, *, drop_nulls: bool = True) -> pl.DataFrame
     """Each fingerprint's two hashes, ``a`` and ``b``."""
     if drop_nulls:
         fingerprints = fingerprints.drop_nulls()
-    return pl.DataFrame(
-        {
-            "a": fingerprints.hash(seed=_SEEDS[0]),
-            "b": fingerprints.hash(seed=_SEEDS[1]),
-        }
-    )
+    hashed = fingerprints.to_frame("fingerprint").select(**_HASHES)
+    return hashed.select(a="_a", b="_b")
 
 
 def read_latest(folder: Path, schema: Mapping[str, pl.DataType]) -> pl.DataFrame:

@@ -26,7 +26,7 @@ import polars as pl
 from batchkimi import jsoncodec
 from batchkimi.errors import BatchkimiError
 from batchkimi.records import RowResult, RowStatus
-from batchkimi.store.answers import AnsweredSet, answered, read_latest
+from batchkimi.store.answers import AnsweredSet, answered, answered_hashes, read_latest
 from batchkimi.store.files import (
     clear_compaction_leftovers,
     finish_compactions,
@@ -61,6 +61,9 @@ FORMAT_VERSION = 1
 _COUNTS = ("retries", "repair_causes")
 #: a generation this large is sealed and compacted (about 40,000 short answers)
 ROTATE_BYTES = 32 << 20
+#: a generation this large is sealed and compacted when its run ends, too: every
+#: later run reads it two or three times, and JSON costs ten times a segment's time
+SEAL_BYTES = 4 << 20
 _SLICE = 65_536
 
 
@@ -261,10 +264,13 @@ class Journal:
         """Why compacting stopped in this run, if it did; nothing is lost by it."""
         return self._compactor.error
 
-    def close(self) -> None:
-        """Fsync and close; wait for the compactions under way."""
+    def close(self, *, seal: bool = True) -> None:
+        """Fsync and close; with ``seal``, seal the generation if it is large
+        (``SEAL_BYTES``); wait for the compactions under way."""
         try:
             self.sync()
+            if seal and self._size >= SEAL_BYTES:  # whole on disk: fsynced just now
+                self._compactor.submit(self._generation)
         finally:
             os.close(self._fd)
             self._compactor.finish()
@@ -301,4 +307,4 @@ def answered_fingerprints(folder: Path, rerun: frozenset[str]) -> set[str]:
 
 def answered_set(folder: Path, rerun: frozenset[str]) -> AnsweredSet:
     """``answered_fingerprints`` as one sorted column, for vectorised lookups."""
-    return AnsweredSet.of_parts(answered(folder, ~resend_condition(rerun)))
+    return answered_hashes(folder, ~resend_condition(rerun))

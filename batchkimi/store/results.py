@@ -26,9 +26,7 @@ The file is written to a temporary name, fsynced and moved into place with
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +51,7 @@ from batchkimi.store.segments import (
     read_spans,
     unit_bounds,
 )
+from batchkimi.store.sink import ParquetSink
 from batchkimi.store.summary import Tally, first_rows
 
 __all__ = [
@@ -255,8 +254,7 @@ class _Build:
     def _assemble(
         self, tmp: Path, schedule: dict[int, list[_Load]], billed: pl.Series
     ) -> Built:
-        """Write the results block by block, each encoded on a thread of its own
-        while the next one is assembled."""
+        """Write the results block by block."""
         names = pq.ParquetFile(self.rows_path).schema_arrow.names
         kept = [c for c in names if not c.startswith("_") and c != "id"]
         built = Built()
@@ -278,9 +276,9 @@ class _Build:
                 self._count(built, out, rows, billed.slice(first, rows.height))
                 yield out
 
-        with _Writer(tmp) as writer:
+        with ParquetSink(tmp) as sink:  # one block encoded while the next is made
             for out in blocks():
-                writer.write(out.to_arrow())
+                sink.write(out.to_arrow())
         return built
 
     def _count(
@@ -327,54 +325,6 @@ class _Build:
             typed = answer_columns(self.answer_schema, taken=[*kept, *OUTPUT_COLUMNS])
         columns = [pl.col(c).cast(RESULTS_SCHEMA[c]) for c in OUTPUT_COLUMNS]
         return out.select([columns[0], *kept, *typed, *columns[1:]])
-
-
-class _Writer:
-    """A Parquet writer on a thread of its own (pyarrow encodes without the GIL),
-    so one block is written while the next is assembled; one block waits at most."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="results-writer")
-        self._thread.start()
-
-    def _run(self) -> None:
-        writer: pq.ParquetWriter | None = None
-        try:
-            while (table := self._queue.get()) is not None:
-                if writer is None:
-                    writer = pq.ParquetWriter(
-                        self._path, table.schema, compression="zstd"
-                    )
-                elif table.schema != writer.schema:
-                    table = table.cast(writer.schema)
-                writer.write_table(table)
-        except BaseException as exc:  # noqa: BLE001 - handed to the assembling thread
-            self._error = exc
-            while self._queue.get() is not None:  # let the producer finish
-                pass
-        finally:
-            if writer is not None:
-                writer.close()
-
-    def write(self, table: pa.Table) -> None:
-        self._raise()
-        self._queue.put(table)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def __enter__(self) -> _Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if exc[0] is None:
-            self._raise()
 
 
 def _place(keys: pl.Series, winners: pl.DataFrame) -> pl.DataFrame:

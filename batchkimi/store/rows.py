@@ -17,6 +17,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchkimi.store.sink import ParquetSink
+
 ROWS_NAME = "rows.parquet"
 #: rows held before they are written as one row group
 GROUP_ROWS = 16_384
@@ -60,7 +62,7 @@ class RowRegister:
         for leftover in folder.glob(f"{name}.*.tmp"):
             leftover.unlink(missing_ok=True)
         self.kept = kept
-        self._writer: pq.ParquetWriter | None = None
+        self._sink: ParquetSink | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self.rows = 0
@@ -80,47 +82,46 @@ class RowRegister:
             )
             frame = pl.concat([frame, kept], how="horizontal")
         table = frame.to_arrow()
-        if self._writer is None:
-            schema = table.schema
-            if self.digest is not None:
-                schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
-            # ids, fingerprints and keys are all different: a dictionary is tried
-            # on them for nothing (half the time of writing a million rows)
-            dictionary = [n for n in schema.names if n not in _UNIQUE_COLUMNS]
-            self._writer = pq.ParquetWriter(
-                self._tmp, schema, use_dictionary=dictionary, compression="lz4"
-            )
-        elif table.schema != self._writer.schema:
-            table = table.cast(self._writer.schema)
+        if self._sink is None:
+            self._sink = ParquetSink(self._tmp, self._options)
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self.rows += frame.height
         if self._pending_rows >= GROUP_ROWS:
             self._flush()
 
+    def _options(self, schema: pa.Schema) -> tuple[pa.Schema, dict[str, Any]]:
+        if self.digest is not None:
+            schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
+        # ids, fingerprints and keys are all different: a dictionary is tried on
+        # them for nothing (half the time of writing a million rows)
+        dictionary = [n for n in schema.names if n not in _UNIQUE_COLUMNS]
+        return schema, {"use_dictionary": dictionary, "compression": "lz4"}
+
     def _flush(self) -> None:
-        """Write the batches held as one row group: a million-row register is then
-        read (in manifest order, block by block) in a few dozen reads."""
-        if self._writer is not None and self._pending:
-            self._writer.write_table(pa.concat_tables(self._pending))
+        """Write the batches held as one row group (on the sink's thread, while
+        the next batch is read): a million-row register is then read (in manifest
+        order, block by block) in a few dozen reads."""
+        if self._sink is not None and self._pending:
+            self._sink.write(pa.concat_tables(self._pending))
         self._pending, self._pending_rows = [], 0
 
     def commit(self) -> None:
         """Close the file and atomically make it the register for this output."""
         self._flush()
-        if self._writer is None:
+        if self._sink is None:
             empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
             pq.write_table(empty, self._tmp)
         else:
-            self._writer.close()
-            self._writer = None
+            sink, self._sink = self._sink, None
+            sink.close()
         Path(self._tmp).replace(self.path)
 
     def abandon(self) -> None:
         self._pending, self._pending_rows = [], 0
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.abandon()
         self._tmp.unlink(missing_ok=True)
 
 

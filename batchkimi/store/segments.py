@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchkimi import jsoncodec
@@ -38,9 +39,12 @@ from batchkimi.store.files import (
 )
 from batchkimi.store.schema import RECORD_SCHEMA
 
-#: JSON compacted into one row group at a time: memory stays flat however large a
-#: file is, and a results build can load a segment this little at a time
+#: JSON parsed at a time by compaction: memory stays flat however large a file is
 CHUNK_BYTES = 512 << 10
+#: records per row group of a segment: the unit a results build loads on its own.
+#: Groups of a few thousand records read about three times faster than groups of one
+#: chunk's (about 650), and cost compaction a few megabytes held
+GROUP_ROWS = 8_192
 #: JSON parsed at a time by readers (a results build loads a JSONL file a chunk at
 #: a time too)
 READ_CHUNK_BYTES = 2 << 20
@@ -231,6 +235,14 @@ def _parse_leniently(data: bytes, schema: dict[str, pl.DataType]) -> pl.DataFram
     return pl.DataFrame(rows, schema=schema, strict=False)
 
 
+def _write_group(writer: pq.ParquetWriter, held: list[pa.Table]) -> None:
+    """The ``held`` chunks as one row group, and forget them."""
+    if held:
+        group = pa.concat_tables(held)
+        writer.write_table(group, row_group_size=max(group.num_rows, 1))
+        held.clear()
+
+
 def compact(state_dir: Path, stream: str, generation: int) -> Path:
     """Compact a sealed JSONL generation into its segment, then unlink it (see the
     module docstring). Reads a few megabytes at a time. Returns the segment."""
@@ -243,8 +255,12 @@ def compact(state_dir: Path, stream: str, generation: int) -> Path:
     sealed = AnswerFile(stream, generation, source, False, source.stat().st_size)
     try:
         with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
+            held: list[pa.Table] = []
             for frame in read_records(sealed, RECORD_SCHEMA, chunk_bytes=CHUNK_BYTES):
-                writer.write_table(frame.to_arrow().cast(arrow_schema))
+                held.append(frame.to_arrow().cast(arrow_schema))
+                if sum(table.num_rows for table in held) >= GROUP_ROWS:
+                    _write_group(writer, held)
+            _write_group(writer, held)
         with tmp.open("rb") as handle:
             _fsync(handle.fileno())
         tmp.replace(target)

@@ -263,7 +263,8 @@ def test_twenty_percent_invalid_answers_end_ok_with_two_repairs(
             "json": 0.05,
         },
     )
-    spec = structured(tmp_path, simulator, rows=rows, concurrency=8)
+    # one at a time: the seeded draws fall on the same attempts every run
+    spec = structured(tmp_path, simulator, rows=rows, concurrency=1)
     run(spec)
     results = read_results(spec)
     assert results.filter(pl.col("status") == "ok").height >= 59

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
 from batchkimi.records import RowResult, RowStatus
+from batchkimi.store import journal as journal_module
 from batchkimi.store import segments as segments_module
 from batchkimi.store.answers import AnsweredSet, answered, read_latest
 from batchkimi.store.files import answer_files, journal_file, segment_file
@@ -108,6 +110,56 @@ def test_compacted_answers_give_the_same_results_as_the_jsonl(tmp_path: Path) ->
         read_latest(compacted, JOURNAL_SCHEMA).sort("fingerprint"),
         read_latest(plain, JOURNAL_SCHEMA).sort("fingerprint"),
     )
+
+
+def test_segments_grouping_several_chunks_give_the_same_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment's row group gathers several compaction chunks (a results build
+    loads a row group at a time): records keep their order across the groups,
+    whatever block a build loads them for."""
+    monkeypatch.setattr(segments_module, "CHUNK_BYTES", 700)  # two records or so
+    monkeypatch.setattr(segments_module, "GROUP_ROWS", 5)
+    # each request answered twenty times: the last one appended is its answer (and
+    # others after them, so that all of them are compacted)
+    answers = [result(i % 3, content=f"answer {i}") for i in range(60)]
+    answers += [result(i) for i in range(3, 80)]
+    plain, compacted = tmp_path / "plain" / "s", tmp_path / "compacted" / "s"
+    journal(plain, answers, rotate_bytes=1 << 30)
+    journal(compacted, answers, rotate_bytes=4 * ROTATE)
+    for path in (compacted / "segments").glob("*.parquet"):
+        meta = pq.read_metadata(path)
+        groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        assert len(groups) > 1 and all(rows >= 5 for rows in groups[:-1])
+    fingerprints = [fp(i) for i in range(82)]
+    expected = build(plain, register(plain, fingerprints))
+    assert expected["content"].to_list()[:3] == ["answer 57", "answer 58", "answer 59"]
+    for block_rows in (3, 7, 64):
+        got = build(compacted, register(compacted, fingerprints), block_rows=block_rows)
+        assert_frame_equal(got, expected)
+
+
+def test_a_large_journal_is_sealed_when_its_run_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next run reads the answers from a segment, not from JSON, and appends
+    its own to a new generation; nothing is lost or counted twice."""
+    monkeypatch.setattr(journal_module, "SEAL_BYTES", 2_000)
+    state = tmp_path / "s"
+    journal(state, [result(i) for i in range(8)])  # one generation, under ROTATE
+    assert not list(state.glob("journal*.jsonl"))
+    assert len(list((state / "segments").glob("*.parquet"))) == 1
+    journal(state, [result(8), result(3, content="again")])  # small: not sealed
+    assert [p.name for p in state.glob("journal*.jsonl")] == ["journal.000001.jsonl"]
+    rows = register(state, [fp(i) for i in range(10)])
+    got = build(state, rows)
+    assert got["content"].to_list() == [
+        *(f"answer {i}" for i in range(3)),
+        "again",
+        *(f"answer {i}" for i in range(4, 9)),
+        None,
+    ]
+    assert answered_fingerprints(state, frozenset()) == {fp(i) for i in range(9)}
 
 
 def test_results_built_in_small_blocks_equal_one_block(tmp_path: Path) -> None:
