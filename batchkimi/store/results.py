@@ -43,6 +43,7 @@ from batchkimi.records import RowStatus
 from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers
+from batchkimi.store.reuse import BlockKeys, block_keys, forget, remember, reusable
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
 from batchkimi.store.segments import (
     Span,
@@ -109,6 +110,7 @@ class Built:
     )
     pending: int = 0
     tally: Tally = field(default_factory=Tally)
+    copied: int = 0  # blocks copied from the last results file (``reuse``)
 
     def summary(
         self, *, run: dict[str, Any], elapsed_s: float, sent_this_run: int
@@ -143,6 +145,7 @@ def write_results(
         rows_path,
         state_dir,
         state_dir / f"{_SPILL}.{os.getpid()}",
+        path,
         api,
         answer_schema,
         pl.lit(False) if resend is None else resend,
@@ -150,12 +153,14 @@ def write_results(
     )
     try:
         try:
-            built = build.write(tmp, key)
+            built, keys = build.write(tmp, key)
         except _Misplaced:
-            built = build.write(tmp, exact_key)
+            built, keys = build.write(tmp, exact_key)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
+        forget(rows_path)  # its blocks are no longer those of the file in place
         tmp.replace(path)
+        remember(path, rows_path, keys)
     except OSError as exc:
         raise OutputWriteError(path, exc) from exc
     finally:
@@ -181,12 +186,13 @@ class _Build:
     rows_path: Path
     state_dir: Path
     spill_dir: Path
+    results: Path  # the last build's, whose blocks may be copied
     api: str
     answer_schema: Mapping[str, Any] | None
     resend: pl.Expr
     block_rows: int
 
-    def write(self, tmp: Path, key: Key) -> Built:
+    def write(self, tmp: Path, key: Key) -> tuple[Built, BlockKeys]:
         files = answer_files(self.state_dir)
         spans: dict[int, list[Span]] = {}
         records = positions(files, {}, key=key("fingerprint"), spans=spans)
@@ -206,11 +212,19 @@ class _Build:
         billed = first_rows(keys, exact)
         placed = _place(keys, winners.select("_k", "_f", "_p"))
         del winners, keys
+        settings = {"api": self.api, "answer_schema": self.answer_schema}
+        block_keys_ = block_keys(
+            self.rows_path, placed, files, self.block_rows, settings
+        )
+        copied = reusable(self.results, self.rows_path, block_keys_)
+        if copied:  # their answers are in the file already
+            copied_rows = (pl.col("_r") // self.block_rows).is_in(sorted(copied))
+            placed = placed.filter(~copied_rows)
         schedule = self._schedule(files, spans, placed)
         del placed
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         self.spill_dir.mkdir()
-        return self._assemble(tmp, schedule, billed)
+        return self._assemble(tmp, schedule, billed, copied), block_keys_
 
     def _schedule(
         self,
@@ -252,20 +266,30 @@ class _Build:
         return schedule
 
     def _assemble(
-        self, tmp: Path, schedule: dict[int, list[_Load]], billed: pl.Series
+        self,
+        tmp: Path,
+        schedule: dict[int, list[_Load]],
+        billed: pl.Series,
+        copied: set[int],
     ) -> Built:
-        """Write the results block by block."""
+        """Write the results block by block: ``copied`` ones from the last file."""
         names = pq.ParquetFile(self.rows_path).schema_arrow.names
         kept = [c for c in names if not c.startswith("_") and c != "id"]
-        built = Built()
+        built = Built(copied=len(copied))
+        last = pl.scan_parquet(self.results, glob=False) if copied else None
 
-        def blocks() -> Iterator[pl.DataFrame]:
+        def blocks() -> Iterator[pa.Table]:
             waiting = _Waiting(self.spill_dir, self.block_rows)
             for block, rows in enumerate(_blocks(self.rows_path, self.block_rows)):
+                first = block * self.block_rows
+                if last is not None and block in copied:
+                    out = last.slice(first, rows.height).collect()
+                    self._count(built, out, rows, billed.slice(first, rows.height))
+                    yield out.to_arrow()
+                    continue
                 for load in schedule.pop(block, []):
                     for answers in _load(load):
                         waiting.add(answers, now=block)
-                first = block * self.block_rows
                 joined = _attach(rows, waiting.take(block), first)
                 wrong = pl.col("fingerprint").is_not_null() & (
                     pl.col("fingerprint") != pl.col("_fingerprint")
@@ -274,11 +298,11 @@ class _Build:
                     raise _Misplaced
                 out = self._shape(joined, kept)
                 self._count(built, out, rows, billed.slice(first, rows.height))
-                yield out
+                yield out.to_arrow()
 
         with ParquetSink(tmp) as sink:  # one block encoded while the next is made
-            for out in blocks():
-                sink.write(out.to_arrow())
+            for table in blocks():
+                sink.write(table)
         return built
 
     def _count(
@@ -329,24 +353,9 @@ class _Build:
 
 def _place(keys: pl.Series, winners: pl.DataFrame) -> pl.DataFrame:
     """Each register row (its key) → its answer's file and position (``_r``, ``_f``,
-    ``_p``), by binary search in the winners sorted by key: a join would hash a
-    million keys on each side."""
-    ordered = winners.sort("_k")
+    ``_p``), by a join on the key."""
     rows = keys.to_frame().with_row_index("_r").drop_nulls("_k")
-    if ordered.is_empty() or rows.is_empty():
-        return pl.DataFrame(schema={"_r": pl.UInt32(), **dict(ordered.schema)}).drop(
-            "_k"
-        )
-    at = ordered["_k"].search_sorted(rows["_k"]).clip(0, ordered.height - 1)
-    found = ordered["_k"].gather(at) == rows["_k"]
-    hits = at.filter(found)
-    return pl.DataFrame(
-        {
-            "_r": rows["_r"].filter(found),
-            "_f": ordered["_f"].gather(hits),
-            "_p": ordered["_p"].gather(hits),
-        }
-    )
+    return rows.join(winners, on="_k", how="inner").select("_r", "_f", "_p")
 
 
 def _load(load: _Load) -> Iterator[pl.DataFrame]:
@@ -383,7 +392,9 @@ def _attach(rows: pl.DataFrame, answers: pl.DataFrame, first: int) -> pl.DataFra
     """Register ``rows`` (from row ``first``) beside their answers: by position
     when every row has one (each has one at most), else by a join."""
     if answers.height == rows.height:
-        return pl.concat([rows, answers.sort("_r").drop("_r")], how="horizontal")
+        if not answers["_r"].is_sorted():
+            answers = answers.sort("_r")
+        return pl.concat([rows, answers.drop("_r")], how="horizontal")
     return rows.with_row_index("_r", offset=first).join(
         answers, on="_r", how="left", maintain_order="left"
     )

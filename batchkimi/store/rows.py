@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchkimi.store.sink import ParquetSink
+from batchkimi.store.sink import ParquetSink, repeating
 
 ROWS_NAME = "rows.parquet"
 #: rows held before they are written as one row group
@@ -35,7 +35,6 @@ INTERNAL_COLUMNS = {
     "_key_a": pl.UInt64,
     "_key_b": pl.UInt64,
 }
-_UNIQUE_COLUMNS = {"_index", "id", "_fingerprint", "_key_a", "_key_b"}
 #: the Parquet metadata key holding the digest the content keys are valid under
 DIGEST_KEY = b"batchkimi.row_keys"
 
@@ -90,13 +89,11 @@ class RowRegister:
         if self._pending_rows >= GROUP_ROWS:
             self._flush()
 
-    def _options(self, schema: pa.Schema) -> tuple[pa.Schema, dict[str, Any]]:
+    def _options(self, table: pa.Table) -> tuple[pa.Schema, dict[str, Any]]:
+        schema = table.schema
         if self.digest is not None:
             schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
-        # ids, fingerprints and keys are all different: a dictionary is tried on
-        # them for nothing (half the time of writing a million rows)
-        dictionary = [n for n in schema.names if n not in _UNIQUE_COLUMNS]
-        return schema, {"use_dictionary": dictionary, "compression": "lz4"}
+        return schema, {"use_dictionary": repeating(table), "compression": "lz4"}
 
     def _flush(self) -> None:
         """Write the batches held as one row group (on the sink's thread, while

@@ -16,14 +16,30 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: the writer's schema and options, from the first table's schema
-Options = Callable[[pa.Schema], tuple[pa.Schema, dict[str, Any]]]
+#: the writer's schema and options, from the first table
+Options = Callable[[pa.Table], tuple[pa.Schema, dict[str, Any]]]
+#: a column whose first table repeats its values less than this is not worth a
+#: dictionary (ids, fingerprints, times, captions): trying one costs pyarrow more
+#: than the rest of the writing, for a larger file
+_REPEATS = 2
 
 
-def zstd(schema: pa.Schema) -> tuple[pa.Schema, dict[str, Any]]:
-    return schema, {"compression": "zstd"}
+def repeating(table: pa.Table) -> list[str]:
+    """The columns of ``table`` that repeat their values: dictionary-encoded."""
+    rows = max(table.num_rows, 1)
+    return [
+        name
+        for name, column in zip(table.column_names, table.columns, strict=True)
+        if not pa.types.is_nested(column.type)  # (lists, structs: left plain)
+        and pc.count_distinct(column, mode="all").as_py() * _REPEATS <= rows
+    ]
+
+
+def zstd(table: pa.Table) -> tuple[pa.Schema, dict[str, Any]]:
+    return table.schema, {"compression": "zstd", "use_dictionary": repeating(table)}
 
 
 class ParquetSink:
@@ -51,7 +67,7 @@ class ParquetSink:
     def write(self, table: pa.Table) -> None:
         self._raise()
         if self._schema is None:
-            self._schema = self._options(table.schema)[0]
+            self._schema = table.schema
         if table.schema != self._schema:
             table = table.cast(self._schema)
         self._queue.put(table)
@@ -79,7 +95,7 @@ class ParquetSink:
                 if self._abandoned:
                     continue
                 if writer is None:
-                    schema, options = self._options(table.schema)
+                    schema, options = self._options(table)
                     writer = pq.ParquetWriter(self._path, schema, **options)
                 writer.write_table(table)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
