@@ -50,42 +50,39 @@ def block_keys(
     (``_r`` → ``_f``, ``_p`` in ``files``) makes."""
     register = pl.scan_parquet(rows_path, glob=False)
     names = register.collect_schema()
-    rows = register.select(
-        pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
-        pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
-    ).collect()
     where = pl.DataFrame(
         {
             "_f": pl.Series(range(len(files)), dtype=pl.UInt32),
-            "s": pl.Series(
-                [
-                    int(hashlib.sha256(f.stream.encode()).hexdigest()[:16], 16)
-                    for f in files
-                ],
-                dtype=pl.UInt64,
-            ),
+            "s": pl.Series([_number(f.stream) for f in files], dtype=pl.UInt64),
             "g": pl.Series([f.generation for f in files], dtype=pl.UInt32),
         }
     )
-    answers = (
-        placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p").sort("_r")
-    )
-    every = (
-        rows.with_row_index("_r")
-        .join(answers, on="_r", how="left", maintain_order="left")
-        .select(
-            "a",
-            "b",
-            pl.col("s").fill_null(_NONE),
-            pl.col("g").fill_null(_NONE),
-            pl.col("_p").fill_null(_NONE),
-        )
-    )
+    answers = placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p")
+    blocks = answers.with_columns(_b=pl.col("_r") // block_rows).sort("_r")
+    by_block = blocks.partition_by("_b", as_dict=True, include_key=False)
+    hashes = [
+        pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
+        pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
+    ]
+    total = pq.read_metadata(rows_path).num_rows
     keys = []
-    for first in range(0, max(every.height, 1), block_rows):
-        block = every.slice(first, block_rows)
+    for block, first in enumerate(range(0, max(total, 1), block_rows)):
+        # a block at a time: the register is never in memory whole
+        rows = register.slice(first, block_rows).select(hashes).collect()
+        here = by_block.get((block,), answers.clear())
+        every = (
+            rows.with_row_index("_r", offset=first)
+            .join(here, on="_r", how="left", maintain_order="left")
+            .select(
+                "a",
+                "b",
+                pl.col("s").fill_null(_NONE),
+                pl.col("g").fill_null(_NONE),
+                pl.col("_p").fill_null(_NONE),
+            )
+        )
         digest = hashlib.sha256()
-        for column in block.iter_columns():
+        for column in every.iter_columns():
             digest.update(column.to_numpy().tobytes())
         keys.append(digest.hexdigest())
     text = json.dumps(
