@@ -78,7 +78,12 @@ def answered(*args, **kwargs):
     return found
 answered_set = runner.answered_set
 runner.answered_set = timed("store: answered fingerprints read", answered)
-runner.write_results = timed("store: results.parquet built", runner.write_results)
+write_results = runner.write_results
+def built_results(*args, **kwargs):
+    built = write_results(*args, **kwargs)
+    sizes["copied"] = built.copied
+    return built
+runner.write_results = timed("store: results.parquet built", built_results)
 runner.shared_ids = timed("store: shared ids", runner.shared_ids)
 results.Built.summary = timed("store: summary", results.Built.summary)
 runner.Journal.open = timed("store: journal opened", runner.Journal.open)
@@ -188,7 +193,8 @@ def profile(run: list[str], folder: Path) -> None:
     if sizes:
         print(
             f"answered fingerprints: {sizes['done_rows']:,}; rows built into "
-            f"requests: {sizes.get('built', 0):,}"
+            f"requests: {sizes.get('built', 0):,}; results blocks copied from the "
+            f"last results.parquet: {sizes.get('copied', 0):,}"
         )
 
 
