@@ -21,7 +21,6 @@ its own, so ``run`` can be called as it is anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import threading
@@ -33,15 +32,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
 from batchkimi.errors import ConfigError
-from batchkimi.settings import Job, Source, load_job, read_job_file
+from batchkimi.settings.written import Source, read_job_file
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typed settings load pydantic: only when a job is built
     from collections.abc import Callable, Coroutine
 
     import polars as pl
 
     from batchkimi.outcome import RunObserver, RunOutcome
     from batchkimi.planner import Plan
+    from batchkimi.settings import Job
 
 T = TypeVar("T")
 _ORIGIN = "batchkimi.run()"
@@ -55,6 +55,8 @@ class RunStoppedWarning(UserWarning):
 def job(source: str | os.PathLike[str] | None = None, **settings: Any) -> Job:
     """A ``Job`` from a TOML job spec (``source``) and keyword settings, which win;
     the same names as the spec's keys and the command line's options."""
+    from batchkimi.settings import load_job
+
     sources = [read_job_file(Path(source))] if source is not None else []
     sources.append(Source(_ORIGIN, _dropped_none(settings)))
     return load_job(sources)
@@ -128,10 +130,15 @@ def execute(
     *,
     observer: RunObserver | None = None,
     handle_signals: bool = False,
+    raw_key: str | None = None,
 ) -> RunOutcome:
     """Run ``job`` as ``batchkimi run`` does (the command line calls this): a job
     whose outputs are current is answered from its state before anything heavy is
-    loaded; otherwise it is prepared (every check of ``plan``) and run."""
+    loaded; otherwise it is prepared (every check of ``plan``) and run.
+
+    ``raw_key``: the command line's key over the job as written (``cli/rerun.py``),
+    recorded in the job's state so the same command, run again, is answered before
+    the settings are even typed. Not for Ray jobs, whose re-run checks Ray first."""
     from batchkimi.outcome import SilentObserver
     from batchkimi.prepare import check_settings
     from batchkimi.store.state import finished_outcome
@@ -143,12 +150,14 @@ def execute(
         from batchkimi.ray.engine import RayDispatch  # imports Ray: only here
 
         dispatch = RayDispatch(job, key)  # no Ray installed: exit 2, said how
+        raw_key = None
     done = finished_outcome(
         job.output,
         job.reading.shard_label,
         job.reading.input,
         job.results_settings(),
         told.on_info,
+        raw=raw_key,
     )
     if done is not None:
         return done
@@ -163,6 +172,7 @@ def execute(
             observer=told,
             handle_signals=handle_signals,
             dispatch=dispatch,
+            raw_key=raw_key,
         )
     )
 
@@ -176,6 +186,8 @@ def _resolve(
     output_needed: bool = True,
 ) -> Job:
     """The job ``base``, ``manifest`` and ``settings`` describe, in that order."""
+    from batchkimi.settings import load_job
+
     values: dict[str, Any] = base.model_dump(by_alias=True) if base is not None else {}
     flat: dict[str, Any] = {}
     for section in values.values():
@@ -276,6 +288,8 @@ def simulated(enabled: bool) -> Iterator[str | None]:
 def _in_own_loop(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to its end: here when no loop runs in this thread, else on a
     worker thread with a loop of its own (Jupyter already runs one)."""
+    import asyncio  # only a run that sends needs it
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -138,12 +138,14 @@ async def run_job(
     transport: httpx.AsyncBaseTransport | None = None,
     handle_signals: bool = False,
     dispatch: Dispatch | None = None,
+    raw_key: str | None = None,
 ) -> RunOutcome:
     """Run a prepared job to the end (or to a stop) and write its outputs.
 
     ``dispatch`` sends the rows somewhere else (``batchkimi.ray``: workers on a
     cluster, which journal into this output folder themselves); everything else —
-    the lock, resume, the row register, stops and the outputs — is the same."""
+    the lock, resume, the row register, stops and the outputs — is the same.
+    ``raw_key`` (the command line's, see ``jobs.execute``) is kept in the state."""
     state = _open_state(prepared.job)
     with OutputLock(state, shard=prepared.job.reading.shard_label):
         return await _run_locked(
@@ -155,6 +157,7 @@ async def run_job(
             transport=transport,
             handle_signals=handle_signals,
             dispatch=dispatch,
+            raw_key=raw_key,
         )
 
 
@@ -168,6 +171,7 @@ async def _run_locked(
     transport: httpx.AsyncBaseTransport | None,
     handle_signals: bool,
     dispatch: Dispatch | None = None,
+    raw_key: str | None = None,
 ) -> RunOutcome:
     job, prices = prepared.job, prepared.prices
     previous = load_state(state, job.reading.shard_label)
@@ -360,6 +364,7 @@ async def _run_locked(
                 exit_code=written.exit_code,
                 by_status=written.by_status,
                 local_media=source.local_media,
+                raw=raw_key,
             ),
         )
     return written

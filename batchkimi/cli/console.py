@@ -3,6 +3,9 @@
 Three shapes: a rich progress bar on a terminal; plain periodic lines otherwise (cron,
 CI, pipes); or, with ``--log-format json``, one JSON event per line (start, progress,
 retry, warning, stop, summary) for a log collector.
+
+rich is imported only when a bar or a table is drawn: a finished job's re-run prints
+a few plain lines, and loading rich would cost more than the rest of it.
 """
 
 from __future__ import annotations
@@ -12,24 +15,16 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Column
-
-from batchkimi.outcome import RunOutcome
 from batchkimi.printable import printable
-from batchkimi.records import RowResult, RowStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, ProgressColumn, TaskID
+
+    from batchkimi.outcome import RunOutcome
+    from batchkimi.records import RowResult
 
 
 def safe(text: str) -> str:
@@ -37,18 +32,19 @@ def safe(text: str) -> str:
     return printable(text)
 
 
-class _StdoutConsole(Console):
-    """Tables on stdout. A reader that goes away (``| head``) is not an error."""
-
-    def on_broken_pipe(self) -> None:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        raise SystemExit(0)
-
-
 def stdout_console() -> Console:
     """The console for what a user reads or pipes: a terminal's width, or 100
     columns into a file or a pipe."""
+    from rich.console import Console
+
+    class _StdoutConsole(Console):
+        """Tables on stdout. A reader that goes away (``| head``) is not an error."""
+
+        def on_broken_pipe(self) -> None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(0)
+
     console = _StdoutConsole()
     if not console.is_terminal:
         console.width = 100
@@ -77,7 +73,7 @@ class Tally:
 
     def add(self, result: RowResult) -> None:
         self.done += 1
-        if result.status != RowStatus.OK:
+        if result.status != "ok":  # RowStatus.OK (records: not loaded to print)
             self.failed += 1
         self.tokens += result.total_tokens or 0
         if result.cost is not None and result.currency is not None:
@@ -124,8 +120,9 @@ class ProgressDisplay:
         self.quiet = quiet
         self.interval_s = interval_s
         self.tally = Tally()
-        self._console = Console(file=self.stream, stderr=stream is None)
-        self._live = self._console.is_terminal and not quiet
+        self._own_stream = stream is None
+        self._console: Console | None = None  # made (rich loaded) at the start
+        self._live: bool | None = None  # a terminal: a live bar; decided then too
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._last_line = time.monotonic()
@@ -136,10 +133,18 @@ class ProgressDisplay:
             return
         if already_done:
             self._print(f"resuming: {already_done:,} answers already received are kept")
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, stderr=self._own_stream)
+        if self._live is None:
+            self._live = self._console.is_terminal
         if not self._live:
             total = f"{total_rows:,}" if total_rows is not None else "?"
             self._print(f"started: {total} rows in the manifest")
             return
+        from rich.progress import Progress
+
         self._progress = Progress(
             *self._columns(self._console.width, total_rows),
             console=self._console,
@@ -152,6 +157,15 @@ class ProgressDisplay:
     def _columns(self, width: int, total: int | None) -> list[ProgressColumn]:
         """What fits: the count and the time left always; the bar where there is
         room; the running totals last, cut to the room left (``_stats``)."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.table import Column
+
         count = len(f"{total or 0:,}") * 2 + 1
         essentials = 10 + count + 1 + 8 + 8  # label, count, elapsed, left
         bar = min(40, width - essentials - 30)  # 30: the totals' fair share

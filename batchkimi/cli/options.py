@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from batchkimi.jobs import simulated as simulated  # used by run and plan
 from batchkimi.regions import REGIONS
-from batchkimi.settings import Job, Source, load_job, read_job_file
-from batchkimi.settings.sections import COLUMN_ROLES
+from batchkimi.settings.written import COLUMN_ROLES, Source, read_job_file
+
+if TYPE_CHECKING:  # typed settings load pydantic: only when a job is built
+    from batchkimi.settings import Job
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,16 +46,25 @@ def job_options(command: F) -> F:
 
 
 def build_job(
-    job: Path | None, options: dict[str, Any], *, simulator_url: str | None = None
+    job: Path | None,
+    options: dict[str, Any],
+    *,
+    simulator_url: str | None = None,
+    spec: Source | None = None,
 ) -> Job:
-    """The Job that ``job`` (a TOML file) and the command line describe; with a
-    simulator, it is the endpoint and no rate limits apply unless set."""
+    """The Job that ``job`` (a TOML file; ``spec`` when it was read already) and the
+    command line describe; with a simulator, it is the endpoint and no rate limits
+    apply unless set."""
+    from batchkimi.settings import load_job
+
     options = dict(options)
     options["columns"] = _pairs("--column", options["columns"], as_json=False) or None
     options["parameters"] = (
         _pairs("--param", options["parameters"], as_json=True) or None
     )
-    sources = [read_job_file(job)] if job is not None else []
+    if spec is None and job is not None:
+        spec = read_job_file(job)
+    sources = [spec] if spec is not None else []
     given = {k: v for k, v in options.items() if v is not None}
     sources.append(Source("the command line", given, option_names=True))
     if simulator_url is not None:

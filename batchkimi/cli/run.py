@@ -10,6 +10,7 @@ import click
 
 from batchkimi.cli.console import JsonLog, ProgressDisplay
 from batchkimi.cli.options import build_job, job_options, simulated
+from batchkimi.cli.rerun import finished_as_written, read_written_job
 from batchkimi.credentials import SIMULATOR_KEY, ApiKey, read_api_key
 from batchkimi.jobs import execute
 
@@ -67,13 +68,28 @@ def run_command(
     (--grace seconds); a second stops at once. Nothing received is lost either way.
     """
     with simulated(simulate) as simulator_url:
-        settings = build_job(job, options, simulator_url=simulator_url)
-        key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
+        # a simulator's port changes the settings: such a run is never "as written"
+        written = None if simulate else read_written_job(job, options)
         display: ProgressDisplay | JsonLog = (
             JsonLog() if log_format == "json" else ProgressDisplay(quiet=quiet)
         )
         try:
-            outcome = execute(settings, key, observer=display, handle_signals=True)
+            outcome = finished_as_written(written, display.on_info) if written else None
+            if outcome is None:  # the typed path: settings checked, then the run
+                settings = build_job(
+                    job,
+                    options,
+                    simulator_url=simulator_url,
+                    spec=written.spec if written else None,
+                )
+                key = ApiKey(SIMULATOR_KEY) if simulate else read_api_key()
+                outcome = execute(
+                    settings,
+                    key,
+                    observer=display,
+                    handle_signals=True,
+                    raw_key=written.key if written else None,
+                )
         finally:
             display.close()
     display.finish(outcome)

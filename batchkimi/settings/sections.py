@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,29 +28,9 @@ from batchkimi.answers.schema import AnswerSpec, answer_spec, check_schema
 from batchkimi.records import Tool
 from batchkimi.regions import api_base, base_url_for, resolve_region
 from batchkimi.settings.parameters import Parameters
+from batchkimi.settings.written import COLUMN_ROLES as COLUMN_ROLES
+from batchkimi.settings.written import ColumnRole
 
-ColumnRole = Literal[
-    "id",
-    "prompt",
-    "system",
-    "messages",
-    "image",
-    "images",
-    "video",
-    "frames",
-    "fps",
-    "max_frames",
-    "model",
-    "enable_thinking",
-    "temperature",
-    "top_p",
-    "presence_penalty",
-    "max_tokens",
-    "max_completion_tokens",
-    "seed",
-]
-#: manifest columns a job may map to its own names (DESIGN.md, "Manifest")
-COLUMN_ROLES: tuple[str, ...] = get_args(ColumnRole)
 VIDEO_FRAME_MODES = ("auto", "always", "never")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 

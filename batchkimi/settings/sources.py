@@ -4,18 +4,15 @@ spec file < the command line (or Python keywords).
 Each value keeps its origin, so a refused value is named where it was written:
 ``jobs/label.toml: concurrency = 16.5: …`` or ``--param max_tokens=2.5: …``. Relative
 paths resolve against the folder of the file that gave them (the working folder for
-options and keywords); a ``schema`` that names a file is read here, so the settings
-themselves hold only values.
+options and keywords; ``written.resolved_path``); a ``schema`` that names a file is
+read here, so the settings themselves hold only values.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +22,11 @@ from batchkimi.answers.schema import check_schema
 from batchkimi.errors import ConfigError
 from batchkimi.settings.job import ALIASES, Job, unknown_key
 from batchkimi.settings.sections import SECTION_OF
+from batchkimi.settings.written import PATH_KEYS, Source, resolved_path
 
-#: keys whose values are paths, resolved against their origin's folder
-PATH_KEYS = frozenset({"input", "output", "prices", "media_root", "models"})
 #: tables merged key by key across sources (a file's [parameters] plus --param)
 TABLE_KEYS = frozenset({"columns", "parameters"})
 _SHOWN = 80  # characters of a refused value shown in a message
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Settings from one place: a file, the command line, Python keywords."""
-
-    origin: str  # "jobs/label.toml", "the command line", "batchkimi.run()"
-    values: Mapping[str, Any]
-    base_dir: Path = field(default_factory=Path.cwd)
-    #: how this source spells a key in messages (``--max-attempts`` for options)
-    option_names: bool = False
-
-    def spelled(self, key: str) -> str:
-        if not self.option_names:
-            return key
-        head, dot, rest = key.partition(".")
-        if head == "parameters" and dot:
-            return f"--param {rest}"
-        if head == "columns" and dot:
-            return f"--column {rest}"
-        return "--" + head.replace("_", "-")
-
-
-def read_job_file(path: Path) -> Source:
-    """A job spec file's settings, with relative paths resolved against its folder."""
-    try:
-        raw = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        msg = f"job spec {path} does not exist: check the path"
-        raise ConfigError(msg) from None
-    except UnicodeDecodeError:
-        msg = f"job spec {path} is not UTF-8 text: save it as UTF-8 TOML"
-        raise ConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"job spec {path} is not valid TOML: {exc}. Fix the file"
-        raise ConfigError(msg) from None
-    except OSError as exc:
-        msg = f"cannot read job spec {path}: {exc.strerror}"
-        raise ConfigError(msg) from None
-    return Source(str(path), raw, base_dir=path.resolve().parent)
 
 
 def load_job(sources: Iterable[Source]) -> Job:
@@ -108,11 +64,8 @@ def load_job(sources: Iterable[Source]) -> Job:
 
 
 def _resolved(key: str, value: Any, source: Source) -> Any:
-    if key in PATH_KEYS and isinstance(value, str | Path) and str(value):
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            path = source.base_dir / path
-        return Path(os.path.normpath(path))
+    if key in PATH_KEYS and (path := resolved_path(value, source.base_dir)):
+        return path
     if key in ("schema", "tools") and isinstance(value, str | Path):
         if not str(value).strip():
             msg = f"{source.origin}: {key} is empty: give the path of a JSON file"

@@ -10,6 +10,11 @@ has nothing to do: results.parquet and summary.json are already current. Anythin
 ``finished_outcome`` makes that check before a run loads anything it needs to send
 (polars, the HTTP client): standard library and the job spec only, so a nightly
 re-run of a finished job takes a fraction of a second.
+
+The state also records the *raw key* of the command line that built (or last found
+current) the outputs: a digest of the job as written, before its settings are typed
+(``cli/rerun.py``). ``recorded_outcome`` answers the same command run again from that
+alone, with the same checks under the same lock, without loading pydantic.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,7 @@ STATE_NAME = "state.json"
 STATE_DIR = ".batchkimi"
 _SUMMARY_NAME = "summary.json"
 _RESULTS_NAME = "results.parquet"
+_SHARD_STATE = re.compile(r"^state-shard-(.+)\.json$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,9 @@ class RunState:
     #: rows named local media files, which may change under an unchanged manifest:
     #: such a job always takes the full path, which looks at every file again
     local_media: bool = False
+    #: the raw key of the command line these outputs are current for (None: a run
+    #: from Python, or from before raw keys); see ``recorded_outcome``
+    raw: str | None = None
 
 
 def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
@@ -115,16 +126,20 @@ def current_state(
     state: RunState | None, key: str, state_dir: Path, outputs: list[Path]
 ) -> RunState | None:
     """``state`` if a run with ``key`` would send nothing and rebuild nothing."""
-    if (
-        state is not None
-        and state.key == key
-        and state.pending == 0
+    if state is not None and state.key == key and _is_fresh(state, state_dir, outputs):
+        return state
+    return None
+
+
+def _is_fresh(state: RunState, state_dir: Path, outputs: list[Path]) -> bool:
+    """Whether the outputs are what a run with ``state``'s key would leave: nothing
+    to send, no local media to look at again, no answers since, both files there."""
+    return (
+        state.pending == 0
         and not state.local_media
         and state.journals == journal_sizes(state_dir)
         and all(path.exists() for path in outputs)
-    ):
-        return state
-    return None
+    )
 
 
 def already_current(
@@ -152,11 +167,18 @@ def finished_outcome(
     manifest: Path,
     settings: Mapping[str, Any],
     on_info: Callable[[str], None],
+    *,
+    raw: str | None = None,
 ) -> RunOutcome | None:
     """``already_current`` if the outputs of a job (its output folder, shard,
     manifest and the ``settings`` that shape its results) are current, checked under
     the output's lock as a run would (a run holding it: exit 4); None when a run has
-    work to do. Loads nothing a run needs, so call it before loading the runner."""
+    work to do. Loads nothing a run needs, so call it before loading the runner.
+
+    A current job found for a command line (``raw``, its raw key) records that key,
+    with the manifest's stamp as it stands, so the same command run again is
+    answered by ``recorded_outcome`` (a job finished from Python, or by a command
+    written differently, becomes fast on its next identical run)."""
     state_dir = output / STATE_DIR
     if not (state_dir / _state_path(state_dir, shard).name).is_file():
         return None
@@ -169,4 +191,71 @@ def finished_outcome(
         key = inputs_key(settings, stamp)
         if (current := current_state(previous, key, state_dir, outputs)) is None:
             return None
+        if raw is not None and (current.raw, current.manifest) != (raw, stamp):
+            save_state(state_dir, shard, replace(current, raw=raw, manifest=stamp))
         return already_current(output, current, on_info)
+
+
+def shards_recording(output: Path, raw: str) -> list[str | None]:
+    """The shard (None: the whole job) of each state in ``output`` that records the
+    raw key ``raw``: one at most, as the key covers the shard. Read without the
+    lock, so ``recorded_outcome`` reads the state again under it."""
+    state_dir = output / STATE_DIR
+    found: list[str | None] = []
+    for path in sorted(state_dir.glob("state*.json")):
+        if path.name == STATE_NAME:
+            shard = None
+        elif match := _SHARD_STATE.match(path.name):
+            shard = match[1]
+        else:
+            continue
+        try:
+            recorded = json.loads(path.read_text("utf-8")).get("raw")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if recorded == raw:
+            found.append(shard)
+    return found
+
+
+def recorded_outcome(
+    output: Path,
+    shard: str | None,
+    raw: str,
+    manifest: Path,
+    on_info: Callable[[str], None],
+) -> RunOutcome | None:
+    """``already_current`` if the state of ``shard`` still records the command line
+    ``raw`` and its outputs are current, checked under the shard's lock as
+    ``finished_outcome`` checks them (a run holding it: exit 4); None otherwise, and
+    then the typed path decides.
+
+    The raw key stands for the typed settings (``cli/rerun.py``), so what is left
+    to check is the manifest (``manifest``, the path the command names): its file
+    facts must equal the stamp's, or its content would have to be hashed again, which
+    the typed path does. A folder or glob manifest always takes the typed path."""
+    state_dir = output / STATE_DIR
+    with OutputLock(state_dir, shard=shard):
+        state = load_state(state_dir, shard)
+        outputs = [output / _RESULTS_NAME, output / _SUMMARY_NAME]
+        if (
+            state is None
+            or state.raw != raw
+            or not _stamp_holds(manifest, state.manifest)
+            or not _is_fresh(state, state_dir, outputs)
+        ):
+            return None
+        return already_current(output, state, on_info)
+
+
+def _stamp_holds(manifest: Path, stamp: ManifestStamp) -> bool:
+    """Whether ``manifest`` is a regular file with the facts ``stamp`` was made for."""
+    try:
+        facts = manifest.stat()
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(facts.st_mode) and (
+        facts.st_size,
+        facts.st_mtime_ns,
+        facts.st_ino,
+    ) == (stamp.size, stamp.mtime_ns, stamp.inode)
