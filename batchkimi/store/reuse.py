@@ -29,6 +29,7 @@ from batchkimi.version import __version__
 
 _SEEDS = (0x72657573, 0x65626C6B)
 _NONE = 0xFFFF_FFFF  # generation and position of a row without an answer
+_READ_BLOCKS = 8  # register blocks hashed at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +58,28 @@ def block_keys(
             "g": pl.Series([f.generation for f in files], dtype=pl.UInt32),
         }
     )
-    answers = placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p")
-    blocks = answers.with_columns(_b=pl.col("_r") // block_rows).sort("_r")
-    by_block = blocks.partition_by("_b", as_dict=True, include_key=False)
+    answers = (
+        placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p").sort("_r")
+    )
     hashes = [
         pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
         pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
     ]
     total = pq.read_metadata(rows_path).num_rows
+    step = _READ_BLOCKS * block_rows  # the register is never in memory whole
     keys = []
-    for block, first in enumerate(range(0, max(total, 1), block_rows)):
-        # a block at a time: the register is never in memory whole
-        rows = register.slice(first, block_rows).select(hashes).collect()
-        here = by_block.get((block,), answers.clear())
+    for first in range(0, max(total, 1), step):
+        rows = register.slice(first, step).select(hashes).collect()
+        bounds = pl.Series([first, first + rows.height], dtype=pl.UInt32)
+        low, high = answers["_r"].search_sorted(bounds).to_list()
         every = (
             rows.with_row_index("_r", offset=first)
-            .join(here, on="_r", how="left", maintain_order="left")
+            .join(
+                answers.slice(low, high - low),
+                on="_r",
+                how="left",
+                maintain_order="left",
+            )
             .select(
                 "a",
                 "b",
@@ -81,10 +88,11 @@ def block_keys(
                 pl.col("_p").fill_null(_NONE),
             )
         )
-        digest = hashlib.sha256()
-        for column in every.iter_columns():
-            digest.update(column.to_numpy().tobytes())
-        keys.append(digest.hexdigest())
+        for start in range(0, max(every.height, 1), block_rows):
+            digest = hashlib.sha256()
+            for column in every.slice(start, block_rows).iter_columns():
+                digest.update(column.to_numpy().tobytes())
+            keys.append(digest.hexdigest())
     text = json.dumps(
         {
             "batchkimi": __version__,

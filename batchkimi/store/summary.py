@@ -126,6 +126,14 @@ def billed_mask(rows: pl.DataFrame) -> pl.Series:
     return first_rows(keys, fingerprints.gather).alias("_billed")
 
 
+def tally_columns() -> list[str]:
+    """The results columns a ``Tally`` reads (``_billed`` aside)."""
+    names = {"model", "status", *_CAUSES, *_TIMINGS}
+    for expression in _PARTS:
+        names.update(expression.meta.root_names())
+    return sorted(names - {"_billed"})
+
+
 class Tally:
     """summary.json's figures, added up block by block.
 

@@ -45,10 +45,18 @@ def build(state: Path, rows: Path, **options: Any) -> tuple[Built, pl.DataFrame]
 
 
 def from_scratch(state: Path, rows: Path, **options: Any) -> pl.DataFrame:
+    return scratch(state, rows, **options)[1]
+
+
+def scratch(state: Path, rows: Path, **options: Any) -> tuple[Built, pl.DataFrame]:
     forget(rows)
     built, results = build(state, rows, **options)
     assert built.copied == 0
-    return results
+    return built, results
+
+
+def summary(built: Built) -> dict[str, Any]:
+    return built.summary(run={}, elapsed_s=1.0, sent_this_run=0)
 
 
 def test_a_resume_after_new_rows_copies_the_blocks_before_them(tmp_path: Path) -> None:
@@ -61,7 +69,9 @@ def test_a_resume_after_new_rows_copies_the_blocks_before_them(tmp_path: Path) -
     built, results = build(state, rows)
     assert built.copied == 5  # blocks 0-4; block 5 has new rows
     assert built.by_status["ok"] == 44
-    assert_frame_equal(results, from_scratch(state, rows))
+    whole, expected = scratch(state, rows)
+    assert_frame_equal(results, expected)
+    assert summary(built) == summary(whole)  # the copied blocks counted too
 
 
 def test_a_new_answer_or_an_edited_row_builds_its_block_again(tmp_path: Path) -> None:
@@ -75,6 +85,22 @@ def test_a_new_answer_or_an_edited_row_builds_its_block_again(tmp_path: Path) ->
     assert results["content"][3] == "again"
     assert results["review"][20] == "review 20 (edited)"
     assert_frame_equal(results, from_scratch(state, rows))
+
+
+def test_blocks_before_and_after_an_edited_one_are_copied(tmp_path: Path) -> None:
+    """Blocks before the first change are copied in one stream, later unchanged
+    ones one by one; the file reads as a build from scratch."""
+    state = tmp_path / "s"
+    journal(state, [result(i) for i in range(40)], rotate_bytes=ROTATE)
+    build(state, register(state, 40))
+    rows = register(state, 40, edited=20)  # block 2 of 0-4
+    built, results = build(state, rows)
+    assert built.copied == 4
+    assert built.by_status["ok"] == 40 and built.rows == 40
+    assert results["review"][20] == "review 20 (edited)"
+    assert_frame_equal(results, from_scratch(state, rows))
+    again, _ = build(state, rows)  # the file written so is copied from in turn
+    assert again.copied == 5
 
 
 def test_an_edited_results_file_is_never_copied_from(tmp_path: Path) -> None:
