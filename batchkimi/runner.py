@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -188,10 +189,13 @@ async def _run_locked(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    answered = answered_set(state, job.writing.rerun_set)
+    # two reads of the journal, side by side (polars works without the GIL)
+    with ThreadPoolExecutor(1, thread_name_prefix="answers-in-hand") as pool:
+        # paid answers an earlier run did not finish, or that this run sends again
+        finding = pool.submit(answers_in_hand, state, job.writing.rerun_set)
+        answered = answered_set(state, job.writing.rerun_set)
+        in_hand = finding.result()
     already_done = len(answered)
-    # paid answers an earlier run did not finish, or that this run sends again
-    in_hand = answers_in_hand(state, job.writing.rerun_set)
     for message in warnings:
         observer.on_warning(message)
 

@@ -29,6 +29,7 @@ import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,9 +235,12 @@ class _Build:
         tail = tmp.with_name(f"{tmp.name}.tail")
         try:
             built = self._assemble(tail, schedule, billed, copied, start=prefix)
-            self._count_copied(built, prefix, billed)
             built.copied += prefix
-            self._join(tmp, prefix, tail)
+            # the copy streams on polars' threads while the copied rows are counted
+            with ThreadPoolExecutor(1, thread_name_prefix="results-copy") as pool:
+                joined = pool.submit(self._join, tmp, prefix, tail)
+                self._count_copied(built, prefix, billed)
+                joined.result()
         finally:
             tail.unlink(missing_ok=True)
         return built, block_keys_
