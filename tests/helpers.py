@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,3 +114,32 @@ def run_args(
         *("--rpm", "0", "--tpm", "0"),
         *extra,
     ]
+
+
+_PROBE = """
+import json, runpy, sys
+sys.argv = ["batchkimi", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("batchkimi", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print("\\n" + json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
+"""
+
+
+def run_fresh(*args: str) -> tuple[int, str, set[str]]:
+    """`batchkimi ARGS` in a fresh interpreter: its exit code, what it said on
+    stderr, and the top-level packages it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said, _, report = done.stderr.rstrip().rpartition("\n")
+    found = json.loads(report)
+    return found["code"] or 0, said, set(found["loaded"])

@@ -7,8 +7,6 @@ timing."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,24 +18,12 @@ import batchkimi
 from batchkimi.cli import cli
 from batchkimi.simulator import SimulatorServer
 from batchkimi.store.lock import OutputLock
-from tests.helpers import REVIEWS, run_args, write_manifest
+from tests.helpers import REVIEWS, run_args, run_fresh, write_manifest
 
 #: what typing the settings and drawing a bar load; the answer from the raw key
 #: loads none of them
 TYPED = ("pydantic", "rich", "asyncio")
 NOTHING_TO_DO = "nothing to do: all"
-_PROBE = """
-import json, runpy, sys
-sys.argv = ["batchkimi", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("batchkimi", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-loaded = sorted({name.split(".")[0] for name in sys.modules})
-print("\\n" + json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
-"""
 PRICES = (
     '[prices."kimi-k2.6"."cn-beijing"]\ncurrency = "CNY"\ninput = 6.5\noutput = 27\n'
 )
@@ -68,16 +54,7 @@ class Rerun:
 
 def fresh(*args: str) -> Rerun:
     """`batchkimi ARGS` in a fresh interpreter, in this working folder."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    said, _, report = done.stderr.rstrip().rpartition("\n")
-    found = json.loads(report)
-    return Rerun(found["code"] or 0, said, set(found["loaded"]))
+    return Rerun(*run_fresh(*args))
 
 
 def cli_run(*args: str) -> str:

@@ -4,9 +4,6 @@ interpreter has imported, never by timing."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -14,35 +11,16 @@ import pytest
 
 from batchkimi.cli import COMMANDS, cli
 from batchkimi.simulator import SimulatorServer
-from tests.helpers import write_manifest
+from tests.helpers import run_fresh, write_manifest
 
 HEAVY = ("polars", "pyarrow", "numpy", "httpx", "aiohttp", "matplotlib", "av", "PIL")
-_PROBE = """
-import json, runpy, sys
-sys.argv = ["batchkimi", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("batchkimi", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-loaded = sorted({name.split(".")[0] for name in sys.modules})
-print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
-"""
 
 
 def loaded_by(*args: str) -> tuple[int, set[str]]:
     """Run `batchkimi ARGS` in a fresh interpreter; its exit code and the top-level
     packages it imported."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    report = json.loads(done.stderr.strip().splitlines()[-1])
-    return report["code"] or 0, set(report["loaded"])
+    code, _, loaded = run_fresh(*args)
+    return code, loaded
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"]])
