@@ -232,12 +232,18 @@ class _Build:
         # the usual resume (rows added at the end, answers for them): the blocks
         # before the first one that changed are copied by polars in one stream,
         # on every core; only the rest is assembled here
-        tail = tmp.with_name(f"{tmp.name}.tail")
+        # named as the leftovers of a killed build are found (``clear_leftovers``)
+        tail = tmp.with_name(tmp.name.removesuffix(".tmp") + ".tail.tmp")
         try:
             built = self._assemble(tail, schedule, billed, copied, start=prefix)
             built.copied += prefix
             # the copy streams on polars' threads while the copied rows are counted
-            with ThreadPoolExecutor(1, thread_name_prefix="results-copy") as pool:
+            # (the environment is set before, never beside, a query: setenv is not
+            # safe while another thread reads it)
+            with (
+                _prefetching(1),
+                ThreadPoolExecutor(1, thread_name_prefix="results-copy") as pool,
+            ):
                 joined = pool.submit(self._join, tmp, prefix, tail)
                 self._count_copied(built, prefix, billed)
                 joined.result()
@@ -272,13 +278,12 @@ class _Build:
             ),
             pl.scan_parquet(tail, glob=False),
         ]
-        with _prefetching(1):
-            pl.concat(parts, how="vertical_relaxed").sink_parquet(
-                tmp,
-                compression="zstd",
-                compression_level=1,  # as fast as lz4 here, and smaller than 3
-                row_group_size=self.block_rows,
-            )
+        pl.concat(parts, how="vertical_relaxed").sink_parquet(
+            tmp,
+            compression="zstd",
+            compression_level=1,  # as fast as lz4 here, and smaller than 3
+            row_group_size=self.block_rows,
+        )
 
     def _schedule(
         self,
@@ -413,7 +418,8 @@ def _prefetching(row_groups: int) -> Iterator[None]:
     """polars reads this many row groups ahead in the queries within (unless the
     environment says otherwise): by default it reads so far ahead that copying a
     million results took 250 MB more, with one ahead 75 MB, in the same time. An
-    environment variable is the only knob polars has for it, read per query."""
+    environment variable is the only knob polars has for it, read per query; set
+    it where no other thread runs a query."""
     name = "POLARS_ROW_GROUP_PREFETCH_SIZE"
     given = os.environ.get(name)
     if given is None:

@@ -1,9 +1,8 @@
 """A Parquet file written on a thread of its own.
 
 pyarrow encodes and compresses without holding the GIL, so a table handed over here
-is written while the caller prepares the next one: a million-row register or
-results file costs the run about half the time it would in line. One table waits
-at most, so memory holds two row groups, never the file.
+is written while the caller prepares the next one, on the other core. One table
+waits at most, so memory holds two row groups, never the file.
 """
 
 from __future__ import annotations
@@ -55,14 +54,12 @@ class ParquetSink:
         self._abandoned = False
         self._closed = False
         self._schema: pa.Schema | None = None
-        self._thread = threading.Thread(target=self._run, name="parquet-sink")
+        # a daemon: a caller that dies without closing leaves a temporary file
+        # behind (its next run removes it), never a process that cannot exit
+        self._thread = threading.Thread(
+            target=self._run, name="parquet-sink", daemon=True
+        )
         self._thread.start()
-
-    @property
-    def schema(self) -> pa.Schema | None:
-        """The file's schema, once the first table came (the caller's tables are
-        cast to it)."""
-        return self._schema
 
     def write(self, table: pa.Table) -> None:
         self._raise()
@@ -103,8 +100,17 @@ class ParquetSink:
             while self._queue.get() is not None:  # let the caller go on to close
                 pass
         finally:
-            if writer is not None:
-                writer.close()
+            self._close(writer)
+
+    def _close(self, writer: pq.ParquetWriter | None) -> None:
+        """Close the file; a failure (a full disk at the footer) is the caller's
+        too, or a file without its end would be taken for whole."""
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            self._error = self._error or exc
 
     def _raise(self) -> None:
         if self._error is not None and not self._abandoned:
