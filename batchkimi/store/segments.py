@@ -161,7 +161,7 @@ def _open_cached(path: Path, mtime_ns: int, size: int) -> _Segment:
     for group in range(metadata.num_row_groups):
         starts.append(at)
         at += metadata.row_group(group).num_rows
-    columns = dict(pl.read_parquet_schema(path))
+    columns = dict(pl.scan_parquet(path, glob=False).collect_schema())
     return _Segment(path, columns, starts, at)
 
 

@@ -19,7 +19,8 @@ from batchkimi.answers.check import AnswerChecker, Invalid
 from batchkimi.answers.schema import answer_spec
 from batchkimi.records import Completion, ToolCall
 from batchkimi.simulator import SimulatorServer
-from tests.helpers import make_spec, read_results, run
+from batchkimi.store import journal as journal_module
+from tests.helpers import REVIEWS, make_spec, read_results, run
 from tests.hostile.conftest import Job, invoke
 
 
@@ -371,13 +372,19 @@ def test_a_frames_folder_outside_the_media_root_says_so(
 
 
 def test_an_output_folder_named_like_a_pattern_works(
-    tmp_path: Path, simulator: SimulatorServer
+    tmp_path: Path, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(journal_module, "SEAL_BYTES", 1)  # segments at every end
     out = tmp_path / "out[1]"
     spec = make_spec(tmp_path, simulator, output=out)
     assert run(spec).exit_code == 0
+    assert list((out / ".batchkimi" / "segments").glob("*.parquet"))
     assert run(spec).exit_code == 0  # and resumes
     assert read_results(spec).height == 5
+    rows = [*REVIEWS, {"id": "r5", "review": "Came today."}]
+    more = make_spec(tmp_path, simulator, output=out, rows=rows)
+    assert run(more).exit_code == 0  # a new row: results built from segments again
+    assert read_results(more).height == 6
     assert invoke("report", str(out)).exit_code == 0
 
 
