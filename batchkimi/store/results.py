@@ -7,12 +7,15 @@ truth), in memory that does not grow with the answers:
    (hashed to 8 bytes) and positions, nothing else;
 2. *placement*: each register row's answer as (file, position), by a join on the
    hashed key, and which row is the first of its request (it is billed);
-3. *assembly*: block by block (``block_rows_for``), in manifest order, the
-   register's rows are joined with their answers and appended to the Parquet file.
-   Answers are loaded a segment row group (a compaction chunk) at a time, when the
-   first row needing one comes up; an answer for a row more than a block ahead
-   waits in a spill file on disk, so only out-of-order answers (a retry run's, say)
-   are written twice.
+3. *copies*: blocks whose rows and answers are those the last build wrote are
+   copied from its file (``reuse``): those before the first change in one polars
+   stream, later ones as they come up;
+4. *assembly*: block by block (``block_rows_for``), in manifest order, the other
+   blocks' register rows are joined with their answers and appended to the Parquet
+   file. Answers are loaded a segment row group at a time, when the first row
+   needing one comes up; an answer for a row more than a block ahead waits in a
+   spill file on disk, so only out-of-order answers (a retry run's, say) are
+   written twice.
 
 Memory holds about 30 bytes a row for keys, and a few blocks. A hashed key may
 collide: every answer placed is checked against its row's full fingerprint, and a
