@@ -256,7 +256,8 @@ class AnsweredSet:
             return (~found).alias("unanswered")
         wanted = _hashed(fingerprints.cast(pl.String()), drop_nulls=False)
         # asked in the order of their first hash: the searches then walk the set
-        # forward (a third of the time of asking in the rows' order, at a million)
+        # forward: 62 batches of 16,384 asked of a million took 0.34 s, sort
+        # included, where the rows' order took 0.51 s
         order = wanted["a"].arg_sort()
         first, second = wanted["a"].gather(order), wanted["b"].gather(order)
         at = self._first.search_sorted(first, side="left")
