@@ -138,8 +138,8 @@ def cli() -> None:
 #: command, unless the environment sets them: one arena for the process, and
 #: pyarrow on the system's malloc. Left as they come, each thread's arena keeps
 #: the memory it freed, and a 100,000-row run's peak was 1.43 times a 1,000-row
-#: run's; with these, 1.26 (issue 14: ``bench/memory_flat.py``). Read when the
-#: libraries load, so set before either is imported.
+#: run's; with these, 1.26 to 1.41 over four runs (issue 14: ``bench/memory_flat.py``).
+#: Read when the libraries load, so set before either is imported.
 ALLOCATORS = {"_RJEM_MALLOC_CONF": "narenas:1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def answer_files(state_dir: Path) -> list[AnswerFile]:
             continue
         files.append(AnswerFile(stream, generation, path, False, end))
     return files
+
+
+def file_facts(path: Path) -> tuple[int, int, int] | None:
+    """A regular file's size, mtime and inode, which change when it is written or
+    replaced; None for anything else, or nothing."""
+    try:
+        facts = path.stat()
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(facts.st_mode):
+        return None
+    return facts.st_size, facts.st_mtime_ns, facts.st_ino
 
 
 def torn_tail_bytes(path: Path) -> int:

@@ -47,7 +47,7 @@ from batchkimi.answers.columns import answer_columns
 from batchkimi.records import RowStatus
 from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
-from batchkimi.store.outputs import OutputWriteError, clear_leftovers
+from batchkimi.store.outputs import OutputWriteError, clear_leftovers, temporary
 from batchkimi.store.reuse import BlockKeys, block_keys, forget, remember, reusable
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
 from batchkimi.store.segments import (
@@ -145,7 +145,7 @@ def write_results(
     clear_leftovers(path)
     for leftover in state_dir.glob(f"{_SPILL}.*"):  # a killed build's
         shutil.rmtree(leftover, ignore_errors=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary(path)
     build = _Build(
         rows_path,
         state_dir,
@@ -229,20 +229,30 @@ class _Build:
         del placed
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         self.spill_dir.mkdir()
-        prefix = next(b for b in range(len(block_keys_.keys) + 1) if b not in copied)
+        blocks = len(block_keys_.keys)
+        prefix = next(b for b in range(blocks + 1) if b not in copied)
         if not prefix:
             return self._assemble(tmp, schedule, billed, copied), block_keys_
-        # the usual resume (rows added at the end, answers for them): the blocks
-        # before the first one that changed are copied by polars in one stream,
-        # on every core; only the rest is assembled here
+        return self._copy_first(tmp, prefix, schedule, billed, copied), block_keys_
+
+    def _copy_first(
+        self,
+        tmp: Path,
+        prefix: int,
+        schedule: dict[int, list[_Load]],
+        billed: pl.Series,
+        copied: set[int],
+    ) -> Built:
+        """The usual resume (rows added at the end, answers for them): the first
+        ``prefix`` blocks, unchanged, copied by polars in one stream on every core
+        while they are counted; the rest assembled into a file of its own first."""
         # named as the leftovers of a killed build are found (``clear_leftovers``)
         tail = tmp.with_name(tmp.name.removesuffix(".tmp") + ".tail.tmp")
         try:
             built = self._assemble(tail, schedule, billed, copied, start=prefix)
             built.copied += prefix
-            # the copy streams on polars' threads while the copied rows are counted
-            # (the environment is set before, never beside, a query: setenv is not
-            # safe while another thread reads it)
+            # the environment is set before the copy's thread starts, never beside
+            # a query: setenv is not safe while another thread reads it
             with (
                 _prefetching(1),
                 ThreadPoolExecutor(1, thread_name_prefix="results-copy") as pool,
@@ -252,7 +262,7 @@ class _Build:
                 joined.result()
         finally:
             tail.unlink(missing_ok=True)
-        return built, block_keys_
+        return built
 
     def _count_copied(self, built: Built, blocks: int, billed: pl.Series) -> None:
         """Count the first ``blocks`` blocks of the last file, from the columns

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from batchkimi.store.files import AnswerFile
+from batchkimi.store.files import AnswerFile, file_facts
+from batchkimi.store.outputs import replace_text
 from batchkimi.version import __version__
 
 _SEEDS = (0x72657573, 0x65626C6B)
@@ -121,9 +121,10 @@ def reusable(results: Path, rows_path: Path, wanted: BlockKeys) -> set[int]:
     that equal the ones ``wanted`` describes."""
     try:
         kept = json.loads(record_path(rows_path).read_text("utf-8"))
-        facts = results.stat()
-        stamp = [facts.st_size, facts.st_mtime_ns, facts.st_ino]
-        if kept["stamp"] != stamp or kept["settings"] != wanted.settings:
+        stamp = file_facts(results)
+        if stamp is None or kept["stamp"] != list(stamp):
+            return set()
+        if kept["settings"] != wanted.settings:
             return set()
         groups = pq.read_metadata(results).num_row_groups
         old = kept["keys"]
@@ -140,20 +141,12 @@ def reusable(results: Path, rows_path: Path, wanted: BlockKeys) -> set[int]:
 
 def remember(results: Path, rows_path: Path, keys: BlockKeys) -> None:
     """Record ``keys`` for the results file now at ``results``."""
-    facts = results.stat()
-    record = record_path(rows_path)
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "stamp": [facts.st_size, facts.st_mtime_ns, facts.st_ino],
-                "settings": keys.settings,
-                "keys": keys.keys,
-            }
-        ),
-        "utf-8",
-    )
-    tmp.replace(record)
+    record = {
+        "stamp": list(file_facts(results) or ()),
+        "settings": keys.settings,
+        "keys": keys.keys,
+    }
+    replace_text(record_path(rows_path), json.dumps(record))
 
 
 def forget(rows_path: Path) -> None:

@@ -62,8 +62,6 @@ class RowRegister:
             leftover.unlink(missing_ok=True)
         self.kept = kept
         self._sink: ParquetSink | None = None
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
         self.rows = 0
 
     def add(
@@ -80,14 +78,11 @@ class RowRegister:
                 [pl.col(src).alias(dst) for src, dst in self.kept.items()]
             )
             frame = pl.concat([frame, kept], how="horizontal")
-        table = frame.to_arrow()
-        if self._sink is None:
-            self._sink = ParquetSink(self._tmp, self._options)
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
+        if self._sink is None:  # batches held into row groups: a million-row
+            # register is read (in manifest order, block by block) in a few dozen
+            self._sink = ParquetSink(self._tmp, self._options, group_rows=GROUP_ROWS)
+        self._sink.write(frame.to_arrow())
         self.rows += frame.height
-        if self._pending_rows >= GROUP_ROWS:
-            self._flush()
 
     def _options(self, table: pa.Table) -> tuple[pa.Schema, dict[str, Any]]:
         schema = table.schema
@@ -95,17 +90,8 @@ class RowRegister:
             schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
         return schema, {"use_dictionary": repeating(table), "compression": "lz4"}
 
-    def _flush(self) -> None:
-        """Write the batches held as one row group (on the sink's thread, while
-        the next batch is read): a million-row register is then read (in manifest
-        order, block by block) in a few dozen reads."""
-        if self._sink is not None and self._pending:
-            self._sink.write(pa.concat_tables(self._pending))
-        self._pending, self._pending_rows = [], 0
-
     def commit(self) -> None:
         """Close the file and atomically make it the register for this output."""
-        self._flush()
         if self._sink is None:
             empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
             pq.write_table(empty, self._tmp)
@@ -115,7 +101,6 @@ class RowRegister:
         Path(self._tmp).replace(self.path)
 
     def abandon(self) -> None:
-        self._pending, self._pending_rows = [], 0
         if self._sink is not None:
             sink, self._sink = self._sink, None
             sink.abandon()

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchkimi import jsoncodec
@@ -38,6 +37,7 @@ from batchkimi.store.files import (
     tmp_prefix,
 )
 from batchkimi.store.schema import RECORD_SCHEMA
+from batchkimi.store.sink import ParquetSink
 
 #: JSON parsed at a time by compaction: memory stays flat however large a file is
 CHUNK_BYTES = 512 << 10
@@ -235,14 +235,6 @@ def _parse_leniently(data: bytes, schema: dict[str, pl.DataType]) -> pl.DataFram
     return pl.DataFrame(rows, schema=schema, strict=False)
 
 
-def _write_group(writer: pq.ParquetWriter, held: list[pa.Table]) -> None:
-    """The ``held`` chunks as one row group, and forget them."""
-    if held:
-        group = pa.concat_tables(held)
-        writer.write_table(group, row_group_size=max(group.num_rows, 1))
-        held.clear()
-
-
 def compact(state_dir: Path, stream: str, generation: int) -> Path:
     """Compact a sealed JSONL generation into its segment, then unlink it (see the
     module docstring). Reads a few megabytes at a time. Returns the segment."""
@@ -254,13 +246,10 @@ def compact(state_dir: Path, stream: str, generation: int) -> Path:
     arrow_schema = pl.DataFrame(schema=RECORD_SCHEMA).to_arrow().schema
     sealed = AnswerFile(stream, generation, source, False, source.stat().st_size)
     try:
-        with pq.ParquetWriter(tmp, arrow_schema, compression="zstd") as writer:
-            held: list[pa.Table] = []
+        options = (arrow_schema, {"compression": "zstd"})
+        with ParquetSink(tmp, lambda _: options, group_rows=GROUP_ROWS) as sink:
             for frame in read_records(sealed, RECORD_SCHEMA, chunk_bytes=CHUNK_BYTES):
-                held.append(frame.to_arrow().cast(arrow_schema))
-                if sum(table.num_rows for table in held) >= GROUP_ROWS:
-                    _write_group(writer, held)
-            _write_group(writer, held)
+                sink.write(frame.to_arrow().cast(arrow_schema))
         with tmp.open("rb") as handle:
             _fsync(handle.fileno())
         tmp.replace(target)

@@ -1,8 +1,10 @@
 """A Parquet file written on a thread of its own.
 
 pyarrow encodes and compresses without holding the GIL, so a table handed over here
-is written while the caller prepares the next one, on the other core. One table
-waits at most, so memory holds two row groups, never the file.
+is written while the caller prepares the next one, on the other core. Tables are
+held until they make a row group of ``group_rows`` (a reader loads a row group at a
+time: groups of a few thousand rows read several times faster than small ones); one
+group waits at most, so memory holds two row groups, never the file.
 """
 
 from __future__ import annotations
@@ -42,13 +44,19 @@ def zstd(table: pa.Table) -> tuple[pa.Schema, dict[str, Any]]:
 
 
 class ParquetSink:
-    """Tables appended as row groups to ``path``, by a thread. An error writing is
-    raised by the next ``write`` or by ``close``; ``abandon`` drops what is queued
-    and raises nothing."""
+    """Tables appended to ``path`` by a thread, as row groups of at least
+    ``group_rows`` rows (the last one fewer; by default one a table). An error
+    writing is raised by the next ``write`` or by ``close``; ``abandon`` drops what
+    is held and raises nothing."""
 
-    def __init__(self, path: Path, options: Options = zstd) -> None:
+    def __init__(
+        self, path: Path, options: Options = zstd, *, group_rows: int = 1
+    ) -> None:
         self._path = path
         self._options = options
+        self._group_rows = group_rows
+        self._held: list[pa.Table] = []
+        self._held_rows = 0
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._abandoned = False
@@ -67,16 +75,29 @@ class ParquetSink:
             self._schema = table.schema
         if table.schema != self._schema:
             table = table.cast(self._schema)
-        self._queue.put(table)
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        if self._held_rows >= self._group_rows:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The tables held, to the thread as one row group."""
+        if self._held:
+            self._queue.put(pa.concat_tables(self._held))
+        self._held, self._held_rows = [], 0
 
     def close(self) -> None:
-        """Wait for every table to be written, and close the file."""
+        """Write what is held, wait for every row group to be written, and close
+        the file."""
+        if self._error is None:
+            self._hand_over()
         self._finish()
         self._raise()
 
     def abandon(self) -> None:
         """Stop writing; the file is left as it is, for the caller to remove."""
         self._abandoned = True
+        self._held, self._held_rows = [], 0
         self._finish()
 
     def _finish(self) -> None:
@@ -94,7 +115,7 @@ class ParquetSink:
                 if writer is None:
                     schema, options = self._options(table)
                     writer = pq.ParquetWriter(self._path, schema, **options)
-                writer.write_table(table)
+                writer.write_table(table, row_group_size=max(table.num_rows, 1))
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
             self._error = exc
             while self._queue.get() is not None:  # let the caller go on to close

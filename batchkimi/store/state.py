@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from batchkimi.outcome import RunOutcome
-from batchkimi.store.files import store_sizes
+from batchkimi.store.files import file_facts, store_sizes
 from batchkimi.store.lock import OutputLock
+from batchkimi.store.outputs import replace_text
 from batchkimi.version import __version__
 
 STATE_NAME = "state.json"
@@ -49,6 +48,11 @@ class ManifestStamp:
     size: int
     mtime_ns: int
     inode: int
+
+    @property
+    def facts(self) -> tuple[int, int, int]:
+        """The file facts it was computed for (as ``files.file_facts`` gives)."""
+        return self.size, self.mtime_ns, self.inode
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +75,16 @@ class RunState:
 def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
     """Hash the manifest, unless its size, mtime and inode say it is unchanged. A
     folder or glob manifest is stamped by what it lists."""
-    if not path.is_file():
+    facts = file_facts(path)
+    if facts is None:
         from batchkimi.manifest.reader import listing_digest  # polars: only for globs
 
         return ManifestStamp(listing_digest(path), 0, 0, 0)
-    facts = path.stat()
-    if previous is not None and (previous.size, previous.mtime_ns, previous.inode) == (
-        facts.st_size,
-        facts.st_mtime_ns,
-        facts.st_ino,
-    ):
+    if previous is not None and previous.facts == facts:
         return previous
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return ManifestStamp(digest, facts.st_size, facts.st_mtime_ns, facts.st_ino)
+    return ManifestStamp(digest, *facts)
 
 
 def inputs_key(settings: Mapping[str, Any], manifest: ManifestStamp) -> str:
@@ -116,10 +116,9 @@ def load_state(state_dir: Path, shard: str | None) -> RunState | None:
 
 
 def save_state(state_dir: Path, shard: str | None, state: RunState) -> None:
-    path = _state_path(state_dir, shard)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", "utf-8")
-    tmp.replace(path)
+    replace_text(
+        _state_path(state_dir, shard), json.dumps(asdict(state), indent=2) + "\n"
+    )
 
 
 def current_state(
@@ -250,12 +249,4 @@ def recorded_outcome(
 
 def _stamp_holds(manifest: Path, stamp: ManifestStamp) -> bool:
     """Whether ``manifest`` is a regular file with the facts ``stamp`` was made for."""
-    try:
-        facts = manifest.stat()
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISREG(facts.st_mode) and (
-        facts.st_size,
-        facts.st_mtime_ns,
-        facts.st_ino,
-    ) == (stamp.size, stamp.mtime_ns, stamp.inode)
+    return file_facts(manifest) == stamp.facts

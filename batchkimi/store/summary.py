@@ -12,7 +12,6 @@ results.parquet.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import polars as pl
 
 from batchkimi.store.answers import repeats
-from batchkimi.store.outputs import OutputWriteError, clear_leftovers
+from batchkimi.store.outputs import OutputWriteError, clear_leftovers, replace_text
 from batchkimi.store.schema import RESULTS_SCHEMA
 
 SUMMARY_NAME = "summary.json"
@@ -281,13 +280,7 @@ def build_summary(
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
     clear_leftovers(path)  # under the outputs lock, as results.parquet
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(
-            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8"
-        )
-        tmp.replace(path)
+        replace_text(path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise OutputWriteError(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)

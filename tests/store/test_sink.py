@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from batchkimi.store.sink import ParquetSink
@@ -17,6 +18,26 @@ def test_tables_written_by_the_sink_read_back_in_order(tmp_path: Path) -> None:
         for first in range(0, 50, 10):
             sink.write(pl.DataFrame({"n": range(first, first + 10)}).to_arrow())
     assert pl.read_parquet(path)["n"].to_list() == list(range(50))
+
+
+def test_tables_are_held_into_row_groups_of_at_least_group_rows(
+    tmp_path: Path,
+) -> None:
+    """A reader loads a row group at a time: small batches become larger groups,
+    and each table is one group by default (``group_rows=1``)."""
+    held, single = tmp_path / "held.parquet", tmp_path / "single.parquet"
+    for path, group_rows in ((held, 25), (single, 1)):
+        with ParquetSink(path, group_rows=group_rows) as sink:
+            for first in range(0, 50, 10):
+                sink.write(pl.DataFrame({"n": range(first, first + 10)}).to_arrow())
+    assert _groups(held) == [30, 20]
+    assert _groups(single) == [10] * 5
+    assert pl.read_parquet(held)["n"].to_list() == list(range(50))
+
+
+def _groups(path: Path) -> list[int]:
+    meta = pq.read_metadata(path)
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
 
 def test_a_sink_that_cannot_write_raises_on_close(tmp_path: Path) -> None:
