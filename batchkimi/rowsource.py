@@ -28,13 +28,13 @@ from batchkimi.records import RowRequest
 from batchkimi.settings import Job
 from batchkimi.store.answers import AnsweredSet
 from batchkimi.store.rowcache import VALUES_SCHEMA, RowCache
-from batchkimi.store.rows import RowRegister
+from batchkimi.store.rows import CHUNK_ROWS, RowRegister
 from batchkimi.version import __version__
 
-#: manifest rows read at a time (as many as the register writes at once): the
-#: per-batch cost of the polars calls is then spread thin. Rows are still built
-#: and handed over ``batch_rows`` at a time.
-READ_ROWS = 16_384
+#: manifest rows read at a time, at most: as many as the register holds into a row
+#: group (``chunk_rows_for``), so the per-batch cost of the polars calls is spread
+#: thin. Rows are still built and handed over ``batch_rows`` at a time.
+READ_ROWS = CHUNK_ROWS[1]
 #: reading settings that choose which rows go, not what a row's request is
 _NOT_REQUEST = {"shard", "limit", "batch_rows", "keep_columns"}
 
@@ -92,7 +92,8 @@ class RowSource:
         step = self.job.reading.batch_rows
         start = 0
         try:
-            for batch in self.manifest.iter_batches(max(step, READ_ROWS)):
+            read = min(READ_ROWS, self.register.group_rows)
+            for batch in self.manifest.iter_batches(max(step, read)):
                 yield from self._read(start, batch, step)
                 start += batch.height
         finally:

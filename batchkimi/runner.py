@@ -54,7 +54,7 @@ from batchkimi.store.results import (
     write_results,
 )
 from batchkimi.store.rowcache import RowCache
-from batchkimi.store.rows import RowRegister, register_path
+from batchkimi.store.rows import RowRegister, chunk_rows_for, register_path
 from batchkimi.store.state import (
     RunState,
     already_current,
@@ -203,7 +203,9 @@ async def _run_locked(
     digest = cache_digest(job, prepared.manifest.schema)
     previous_rows = register_path(state, shard)
     cache = None if digest is None else RowCache.load(previous_rows, digest)
-    register = RowRegister(state, prepared.kept, shard, digest)
+    register = RowRegister(
+        state, prepared.kept, shard, digest, group_rows=chunk_rows_for(total_rows)
+    )
     source = RowSource(
         prepared.manifest, prepared.builder, register, answered, job, cache
     )

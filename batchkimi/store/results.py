@@ -10,7 +10,7 @@ truth), in memory that does not grow with the answers:
 3. *copies*: blocks whose rows and answers are those the last build wrote are
    copied from its file (``reuse``): those before the first change in one polars
    stream, later ones as they come up;
-4. *assembly*: block by block (``block_rows_for``), in manifest order, the other
+4. *assembly*: block by block (``chunk_rows_for``), in manifest order, the other
    blocks' register rows are joined with their answers and appended to the Parquet
    file. Answers are loaded a segment row group at a time, when the first row
    needing one comes up; an answer for a row more than a block ahead waits in a
@@ -49,6 +49,7 @@ from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers, temporary
 from batchkimi.store.reuse import BlockKeys, block_keys, forget, remember, reusable
+from batchkimi.store.rows import chunk_rows_for
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
 from batchkimi.store.segments import (
     Span,
@@ -74,17 +75,6 @@ __all__ = [
 ]
 
 RESULTS_NAME = "results.parquet"
-#: rows assembled, and written as one row group, at a time: between these, about a
-#: 32nd of the rows (a block costs a few kilobytes a row while it is assembled, and
-#: some milliseconds whatever its size)
-BLOCK_ROWS = (4_096, 16_384)
-
-
-def block_rows_for(rows: int) -> int:
-    """Small jobs keep memory flat; large ones spread each block's fixed cost."""
-    return max(BLOCK_ROWS[0], min(BLOCK_ROWS[1], rows // 32))
-
-
 _SPILL = ".results-build"
 
 Key = Callable[[str], pl.Expr]
@@ -154,7 +144,10 @@ def write_results(
         api,
         answer_schema,
         pl.lit(False) if resend is None else resend,
-        block_rows or block_rows_for(pq.read_metadata(rows_path).num_rows),
+        # a block a register row group, as a run writes them (a block costs a few
+        # kilobytes a row while it is assembled, and some milliseconds whatever
+        # its size)
+        block_rows or chunk_rows_for(pq.read_metadata(rows_path).num_rows),
     )
     try:
         try:

@@ -20,8 +20,11 @@ import pyarrow.parquet as pq
 from batchkimi.store.sink import ParquetSink, repeating
 
 ROWS_NAME = "rows.parquet"
-#: rows held before they are written as one row group
-GROUP_ROWS = 16_384
+#: rows handled at a time by a run: manifest rows read, register rows held into one
+#: row group, results rows assembled into one block (``chunk_rows_for``). Between
+#: these: a 100,000-row run holds 4,096 at once (16,384 had cost its peak 10 MB
+#: more), a million-row run 16,384, which spreads each call's fixed cost
+CHUNK_ROWS = (4_096, 16_384)
 INTERNAL_COLUMNS = {
     "_index": pl.Int64,
     "id": pl.String,
@@ -48,11 +51,15 @@ class RowRegister:
         kept: dict[str, str],
         shard: str | None,
         digest: str | None = None,
+        *,
+        group_rows: int = CHUNK_ROWS[1],
     ) -> None:
         """``kept`` maps manifest column → output column name. Each shard keeps its
         own register, since each marks its own rows as in scope. ``digest`` says
-        what the rows' content keys are valid under (see ``rowcache``)."""
+        what the rows' content keys are valid under (see ``rowcache``). Batches
+        are held into row groups of ``group_rows`` (``chunk_rows_for``)."""
         self.path = register_path(folder, shard)
+        self.group_rows = group_rows
         name = self.path.name
         self.digest = digest
         self._tmp = folder / f"{name}.{os.getpid()}.tmp"
@@ -80,7 +87,9 @@ class RowRegister:
             frame = pl.concat([frame, kept], how="horizontal")
         if self._sink is None:  # batches held into row groups: a million-row
             # register is read (in manifest order, block by block) in a few dozen
-            self._sink = ParquetSink(self._tmp, self._options, group_rows=GROUP_ROWS)
+            self._sink = ParquetSink(
+                self._tmp, self._options, group_rows=self.group_rows
+            )
         self._sink.write(frame.to_arrow())
         self.rows += frame.height
 
@@ -88,7 +97,12 @@ class RowRegister:
         schema = table.schema
         if self.digest is not None:
             schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
-        return schema, {"use_dictionary": repeating(table), "compression": "lz4"}
+        # no statistics: rows are read by position, never filtered by value
+        return schema, {
+            "use_dictionary": repeating(table),
+            "compression": "lz4",
+            "write_statistics": False,
+        }
 
     def commit(self) -> None:
         """Close the file and atomically make it the register for this output."""
@@ -105,6 +119,15 @@ class RowRegister:
             sink, self._sink = self._sink, None
             sink.abandon()
         self._tmp.unlink(missing_ok=True)
+
+
+def chunk_rows_for(rows: int) -> int:
+    """Rows handled at a time by a job of ``rows`` rows: about a 32nd of them,
+    rounded down to a power of two within ``CHUNK_ROWS``. Rounded, so that a job
+    keeps its chunk size while it grows (until it doubles): a resume copies the
+    results blocks that did not change only while their size stays the same."""
+    share = max(rows // 32, 1)
+    return max(CHUNK_ROWS[0], min(CHUNK_ROWS[1], 1 << (share.bit_length() - 1)))
 
 
 def register_path(folder: Path, shard: str | None) -> Path:
