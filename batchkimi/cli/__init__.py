@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import warnings
+from collections.abc import MutableMapping
 
 import click
 
@@ -137,15 +138,32 @@ def cli() -> None:
 #: how the allocators of polars (jemalloc) and pyarrow (mimalloc) are set for a
 #: command, unless the environment sets them: one arena for the process, and
 #: pyarrow on the system's malloc. Left as they come, each thread's arena keeps
-#: the memory it freed, and a 100,000-row run's peak was 1.43 times a 1,000-row
-#: run's; with these, 1.26 to 1.41 over four runs (issue 14: ``bench/memory_flat.py``).
-#: Read when the libraries load, so set before either is imported.
+#: the memory it freed. Read when the libraries load, so set before either is
+#: imported (``set_allocators``).
 ALLOCATORS = {"_RJEM_MALLOC_CONF": "narenas:1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
+#: settings that are lists of ``option:value``: an option is added unless given
+_OPTION_LISTS = {"_RJEM_MALLOC_CONF"}
+
+
+def set_allocators(environ: MutableMapping[str, str]) -> None:
+    """Each allocator setting of ``ALLOCATORS`` that ``environ`` does not make.
+
+    Importing polars writes its own jemalloc options (decay times) into the
+    environment of its process, and a command started from such a process (a
+    pipeline's Python, a benchmark) inherits them: options are added to a list
+    that does not name them, so that command still runs on one arena."""
+    for name, value in ALLOCATORS.items():
+        given = environ.get(name, "")
+        if not given:
+            environ[name] = value
+        elif name in _OPTION_LISTS:
+            named = {part.split(":", 1)[0] for part in given.split(",")}
+            added = [o for o in value.split(",") if o.split(":", 1)[0] not in named]
+            environ[name] = ",".join([given, *added])
 
 
 def main() -> None:
-    for name, value in ALLOCATORS.items():
-        os.environ.setdefault(name, value)
+    set_allocators(os.environ)
     # Pillow warns about images over ~89M pixels when it reads their size; the
     # preflight says what it makes of them itself, with the row and the file named.
     # Matched by message, so Pillow is imported only where images are read.
