@@ -22,8 +22,10 @@ from batchkimi.store.sink import ParquetSink, repeating
 ROWS_NAME = "rows.parquet"
 #: rows handled at a time by a run: manifest rows read, register rows held into one
 #: row group, results rows assembled into one block (``chunk_rows_for``). Between
-#: these: a 100,000-row run holds 4,096 at once (16,384 had cost its peak 10 MB
-#: more), a million-row run 16,384, which spreads each call's fixed cost
+#: these: a 100,000-row run holds 4,096 at once (16,384 had cost its peak 10 to 20
+#: MB more on polars' default arenas, as the Python API may run; nothing measurable
+#: on the command line's one arena), a million-row run 16,384, which spreads each
+#: call's fixed cost
 CHUNK_ROWS = (4_096, 16_384)
 INTERNAL_COLUMNS = {
     "_index": pl.Int64,
