@@ -139,9 +139,9 @@ def cli() -> None:
 #: command, where the environment does not set them: one arena for the process,
 #: and pyarrow on the system's malloc. Left as they come, each thread's arena
 #: keeps the memory it freed: a 100,000-row run's peak was 1.32 to 1.40 times a
-#: 1,000-row run's, and is 1.21 with these (issue 14, ``bench/memory_flat.py``).
-#: Read when the libraries load, so set before either is imported
-#: (``set_allocators``).
+#: 1,000-row run's, and is 1.21 to 1.23 with these (issue 14,
+#: ``bench/memory_flat.py``). Read when the libraries load, so set before either
+#: is imported (``set_allocators``).
 ALLOCATORS = {"_RJEM_MALLOC_CONF": "narenas:1", "ARROW_DEFAULT_MEMORY_POOL": "system"}
 #: settings that are lists of ``option:value``: an option is added unless given
 _OPTION_LISTS = {"_RJEM_MALLOC_CONF"}
