@@ -16,7 +16,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -65,6 +65,13 @@ def cache_digest(job: Job, schema: pl.Schema) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class Answered(Protocol):
+    """What the row source asks of the answers in the journal (``AnsweredSet``,
+    or ``JournalLookup`` for a few rows)."""
+
+    def unanswered(self, fingerprints: pl.Series) -> pl.Series: ...
+
+
 class RowSource:
     """Reads the manifest batch by batch, registers every row, yields what to send."""
 
@@ -73,16 +80,21 @@ class RowSource:
         manifest: Manifest,
         builder: RequestBuilder,
         register: RowRegister,
-        answered: AnsweredSet,
+        answered: Answered,
         job: Job,
         cache: RowCache | None = None,
+        *,
+        skip: int = 0,
     ) -> None:
+        """``skip``: the first rows, which the register has from the last run
+        (``store.appended``); reading starts after them."""
         self.manifest = manifest
         self.builder = builder
         self.register = register
-        self.answered = answered
+        self.answered: Answered = answered
         self.job = job
         self.cache = cache
+        self.skip = skip
         self.sent = _Sent()  # fingerprints sent this run
         self.duplicates = 0  # rows whose request equals an earlier row's: sent once
         self.local_media = False  # some row built this run names a local file
@@ -90,10 +102,10 @@ class RowSource:
 
     def batches(self) -> Iterator[list[RowRequest]]:
         step = self.job.reading.batch_rows
-        start = 0
+        start = self.skip
         try:
             read = min(READ_ROWS, self.register.group_rows)
-            for batch in self.manifest.iter_batches(max(step, read)):
+            for batch in self.manifest.iter_batches(max(step, read), start=start):
                 yield from self._read(start, batch, step)
                 start += batch.height
         finally:

@@ -27,7 +27,7 @@ from batchkimi.outcome import RunOutcome as RunOutcome  # where it was
 from batchkimi.outcome import SilentObserver
 from batchkimi.prepare import PreparedJob, uncached_note
 from batchkimi.records import RowRequest, RowResult
-from batchkimi.rowsource import RowSource, cache_digest
+from batchkimi.rowsource import Answered, RowSource, cache_digest
 from batchkimi.schedule.budget import CostBudget, CostGate
 from batchkimi.schedule.limitstore import (
     LimitStore,
@@ -40,6 +40,8 @@ from batchkimi.schedule.scheduler import SchedulerOutcome, run_scheduler
 from batchkimi.schedule.stopper import StopControl
 from batchkimi.sending import Sending, open_sender
 from batchkimi.settings import Job
+from batchkimi.store.answers import AnsweredSet
+from batchkimi.store.appended import TEXT_FORMATS, carried_rows
 from batchkimi.store.journal import (
     Journal,
     JournalError,
@@ -54,7 +56,7 @@ from batchkimi.store.results import (
     write_results,
 )
 from batchkimi.store.rowcache import RowCache
-from batchkimi.store.rows import RowRegister, chunk_rows_for, register_path
+from batchkimi.store.rows import RowRegister, chunk_rows_for, register_files
 from batchkimi.store.state import (
     RunState,
     already_current,
@@ -63,10 +65,11 @@ from batchkimi.store.state import (
     journal_sizes,
     load_state,
     save_state,
-    stamp_manifest,
+    settings_key,
+    stamp_growth,
 )
 from batchkimi.store.summary import SUMMARY_NAME, write_summary
-from batchkimi.store.unfinished import answers_in_hand
+from batchkimi.store.unfinished import JournalLookup, answers_in_hand
 from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
@@ -175,39 +178,77 @@ async def _run_locked(
     raw_key: str | None = None,
 ) -> RunOutcome:
     job, prices = prepared.job, prepared.prices
-    previous = load_state(state, job.reading.shard_label)
-    stamp = stamp_manifest(job.reading.input, previous.manifest if previous else None)
-    inputs = inputs_key(job.results_settings(), stamp)
+    shard = job.reading.shard_label
+    previous = load_state(state, shard)
+    stamp, grown = stamp_growth(
+        job.reading.input, previous.manifest if previous else None
+    )
+    settings = job.results_settings()
+    inputs = inputs_key(settings, stamp)
     outputs = [job.output / RESULTS_NAME, job.output / SUMMARY_NAME]
     if (current := current_state(previous, inputs, state, outputs)) is not None:
         return _already_current(job, current, observer)
     total_rows = prepared.read_rows()  # a broken line stops the job before any send
-    journal, torn = Journal.open(state, shard=job.reading.shard_label)
+    digest = cache_digest(job, prepared.manifest.schema)
+    last_register = register_files(state, shard)
+    # the rows the last run settled, when this run only adds rows after them
+    # (before the journal opens: its files must be as the last build left them)
+    carried = 0
+    if dispatch is None:  # (a dispatch's workers look answers up themselves)
+        carried = carried_rows(
+            previous,
+            last_register,
+            grown=grown and prepared.manifest.format in TEXT_FORMATS,
+            settings=settings_key(settings),
+            digest=digest,
+            state_dir=state,
+        )
+    journal, torn = Journal.open(state, shard=shard)
     warnings: list[str] = []
     if torn:
         warnings.append(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    # two reads of the journal, side by side (polars works without the GIL)
-    with ThreadPoolExecutor(1, thread_name_prefix="answers-in-hand") as pool:
-        # paid answers an earlier run did not finish, or that this run sends again
-        finding = pool.submit(answers_in_hand, state, job.writing.rerun_set)
-        answered = answered_set(state, job.writing.rerun_set)
-        in_hand = finding.result()
-    already_done = len(answered)
+    answered: Answered
+    if (
+        carried
+        and previous is not None
+        and total_rows - carried <= job.reading.batch_rows
+    ):
+        # a few new rows: the journal is asked about them alone
+        in_hand: dict[str, RowResult] = {}
+        answered = JournalLookup(state, job.writing.rerun_set, in_hand)
+        already_done = sum(previous.by_status.values())
+    else:
+        answered, in_hand = _answers(state, job.writing.rerun_set)
+        already_done = len(answered)
     for message in warnings:
         observer.on_warning(message)
+    if carried:
+        observer.on_info(
+            f"the manifest only grew: its first {carried:,} rows stand as the last "
+            f"run left them; reading the {total_rows - carried:,} after them"
+        )
 
-    shard = job.reading.shard_label
-    digest = cache_digest(job, prepared.manifest.schema)
-    previous_rows = register_path(state, shard)
-    cache = None if digest is None else RowCache.load(previous_rows, digest)
+    # rows carried from the last run are not read: the new ones are new
+    cache = None if digest is None or carried else RowCache.load(last_register, digest)
     register = RowRegister(
-        state, prepared.kept, shard, digest, group_rows=chunk_rows_for(total_rows)
+        state,
+        prepared.kept,
+        shard,
+        digest,
+        group_rows=chunk_rows_for(total_rows),
+        after=last_register if carried else None,
     )
     source = RowSource(
-        prepared.manifest, prepared.builder, register, answered, job, cache
+        prepared.manifest,
+        prepared.builder,
+        register,
+        answered,
+        job,
+        cache,
+        skip=carried,
     )
     del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
@@ -371,9 +412,22 @@ async def _run_locked(
                 by_status=written.by_status,
                 local_media=source.local_media,
                 raw=raw_key,
+                settings=settings_key(settings),
             ),
         )
     return written
+
+
+def _answers(
+    state: Path, rerun: frozenset[str]
+) -> tuple[AnsweredSet, dict[str, RowResult]]:
+    """The answered set, and the rows left with a paid answer in hand (or paid for
+    and sent again now): two reads of the journal, side by side (polars works
+    without the GIL)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="answers-in-hand") as pool:
+        finding = pool.submit(answers_in_hand, state, rerun)
+        answered = answered_set(state, rerun)
+        return answered, finding.result()
 
 
 def _already_current(job: Job, state: RunState, observer: RunObserver) -> RunOutcome:
@@ -440,7 +494,7 @@ def _write_outputs(
     source.close()
     # streamed from the register and the journal, counting as it goes: flat memory
     built = write_results(
-        source.register.path,
+        source.register.files,
         state,
         job.output / RESULTS_NAME,
         api=job.connection.api,
@@ -450,7 +504,7 @@ def _write_outputs(
     )
     by_status, pending = built.by_status, built.pending
     shared = (  # derived ids repeat only for identical rows: no surprise there
-        shared_ids(source.register.path)
+        shared_ids(source.register.files)
         if source.builder.col("id") in source.builder.present
         else SharedIds(0, None)
     )

@@ -13,16 +13,20 @@ segments have them. Then, each in a fresh process, in the same run:
    earlier run, so every row's request is built to find its fingerprint; builds
    results.parquet and summary.json (the full path);
 4. the resume of the now-finished job, as a nightly cron entry would run it;
-5. one new row appended to the manifest, then a resume: the full path again, with
-   the register the last run left, so only the new row is built, and sent (to a
-   simulator);
-6. the first resume of the folder from before segments (its journal is compacted on
+5. one new row appended to the manifest, then a resume: the manifest only grew, so
+   the million rows the last run left stand as they are and only the new row is
+   read, built and sent (to a simulator); results.parquet and summary.json are
+   built again (``store.appended``);
+6. the last row edited, then a resume: every row is read again (the full path),
+   with the register the last run left, so only the edited row is built and sent;
+7. the first resume of the folder from before segments (its journal is compacted on
    the way, once).
 
-With ``--profile``, the full path again in one process, timed phase by phase, with
-the peak memory at the end of each: what the store does (answers read, results
-built) and what the row source does (the manifest read into requests), and the size
-of the run's set of answered fingerprints.
+With ``--profile``, case 5 again in one process, timed phase by phase, with the
+peak memory at the end of each: what the store does (answers read, results built)
+and what the row source does (the manifest read into requests), and the size of the
+run's set of answered fingerprints (none is read when the rows appended are few).
+With ``--profile-full``, case 6 the same way.
 
     .venv/bin/python bench/resume_million.py [--rows 1000000] [--profile]
         [--folder DIR]   (make the job there and keep it; reuse it when present)
@@ -215,10 +219,20 @@ def _append_row(manifest: Path) -> None:
         out.write(f"n{rows:07d},A new review {rows}: it came today.\n")
 
 
+def _edit_last_row(manifest: Path) -> None:
+    """The last row's text changed in place, as a correction would change it."""
+    data = manifest.read_bytes()
+    body, last = data[:-1].rsplit(b"\n", 1)
+    row_id, text = last.split(b",", 1)
+    edited = text + b" (edited)" if not text.endswith(b" (edited)") else text[:-9]
+    manifest.write_bytes(body + b"\n" + row_id + b"," + edited + b"\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile-full", action="store_true")
     parser.add_argument("--folder", type=Path, help="make the job here and keep it")
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs")
     args = parser.parse_args()
@@ -258,9 +272,14 @@ def main() -> None:
             ),
             ("resume of the finished job", run(output), nothing),
             (
-                "one new row: full path, the register reused",
+                "one new row appended: the rows before it carried",
                 run(output),
                 lambda: _append_row(manifest),
+            ),
+            (
+                "last row edited: the full path, the register reused",
+                run(output),
+                lambda: _edit_last_row(manifest),
             ),
             ("first resume of a folder from before segments", run(copy), fresh_copy),
         ]
@@ -282,8 +301,11 @@ def main() -> None:
             .item()
         )
         print(f"results.parquet rows: {rows:,}")
-        if args.profile:  # the full path with the register (case 5)
+        if args.profile:  # one new row (case 5)
             _append_row(manifest)
+            profile(run(output), folder)
+        if args.profile_full:  # the full path with the register (case 6)
+            _edit_last_row(manifest)
             profile(run(output), folder)
         shutil.rmtree(copy, ignore_errors=True)
 

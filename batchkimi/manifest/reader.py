@@ -91,12 +91,16 @@ class Manifest:
     def columns(self) -> list[str]:
         return list(self.schema.names())
 
-    def iter_batches(self, batch_rows: int) -> Iterator[pl.DataFrame]:
-        """Yield the rows in file order, ``batch_rows`` at a time."""
+    def iter_batches(
+        self, batch_rows: int, *, start: int = 0
+    ) -> Iterator[pl.DataFrame]:
+        """Yield the rows in file order from row ``start``, ``batch_rows`` at a
+        time."""
+        scan = _scan(self.path, self.format)
+        if start:
+            scan = scan.slice(start)
         try:
-            for batch in _scan(self.path, self.format).collect_batches(
-                chunk_size=batch_rows
-            ):
+            for batch in scan.collect_batches(chunk_size=batch_rows):
                 if batch.height:
                     yield batch
         except pl.exceptions.PolarsError as exc:

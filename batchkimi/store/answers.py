@@ -181,15 +181,24 @@ def answered_hashes(
 
 def _fingerprints_at(files: list[AnswerFile], at: pl.DataFrame) -> pl.Series:
     """The fingerprints at positions ``at`` (``_f``, ``_p``) of ``files``."""
-    found = []
+    return records_at(files, at, {"fingerprint": pl.String()})["fingerprint"]
+
+
+def records_at(
+    files: list[AnswerFile], at: pl.DataFrame, schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """The records at positions ``at`` (``_f``, ``_p``) of ``files``, with
+    ``schema``'s columns (fingerprint among them), file by file: only the files
+    holding one are read."""
+    found = [pl.DataFrame(schema=dict(schema))]
     for (number,), part in at.partition_by("_f", as_dict=True).items():
         file, start = files[int(number)], 0
-        for frame in read_records(file, {"fingerprint": pl.String()}):
+        for frame in read_records(file, schema):
             end = start + frame.height
             here = part.filter(pl.col("_p").is_between(start, end - 1))["_p"]
-            found.append(frame["fingerprint"].gather(here - start))
+            found.append(frame.gather(here - start))
             start = end
-    return pl.concat([pl.Series("fingerprint", [], pl.String()), *found])
+    return pl.concat(found)
 
 
 class AnsweredSet:
@@ -299,7 +308,9 @@ def gather(
     columns; reads only those fingerprints' records into memory."""
     if fingerprints.is_empty():
         return pl.DataFrame(schema=dict(schema))
-    columns = {name: dtype for name, dtype in schema.items() if name != "fingerprint"}
+    files = answer_files(folder)
     wanted = pl.col("fingerprint").is_in(fingerprints.implode())
-    records = positions(answer_files(folder), columns, where=wanted)
-    return newest(records).select(list(schema))
+    # where the newest records are, from fingerprints alone; then those records
+    # (reading every column of every record took 0.5 s at a million answers)
+    found = newest(positions(files, {}, where=wanted)).sort("_f", "_p")
+    return records_at(files, found.select("_f", "_p"), schema).select(list(schema))

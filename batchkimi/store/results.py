@@ -41,7 +41,6 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc
-import pyarrow.parquet as pq
 
 from batchkimi.answers.columns import answer_columns
 from batchkimi.records import RowStatus
@@ -49,7 +48,7 @@ from batchkimi.store.answers import newest, positions, repeats
 from batchkimi.store.files import AnswerFile, answer_files
 from batchkimi.store.outputs import OutputWriteError, clear_leftovers, temporary
 from batchkimi.store.reuse import BlockKeys, block_keys, forget, remember, reusable
-from batchkimi.store.rows import chunk_rows_for
+from batchkimi.store.rows import RegisterFiles, chunk_rows_for
 from batchkimi.store.schema import JOURNAL_SCHEMA, OUTPUT_COLUMNS, RESULTS_SCHEMA
 from batchkimi.store.segments import (
     Span,
@@ -117,7 +116,7 @@ class Built:
 
 
 def write_results(
-    rows_path: Path,
+    register: RegisterFiles,
     state_dir: Path,
     path: Path,
     *,
@@ -137,7 +136,7 @@ def write_results(
         shutil.rmtree(leftover, ignore_errors=True)
     tmp = temporary(path)
     build = _Build(
-        rows_path,
+        register,
         state_dir,
         state_dir / f"{_SPILL}.{os.getpid()}",
         path,
@@ -147,7 +146,7 @@ def write_results(
         # a block a register row group, as a run writes them (a block costs a few
         # kilobytes a row while it is assembled, and some milliseconds whatever
         # its size)
-        block_rows or chunk_rows_for(pq.read_metadata(rows_path).num_rows),
+        block_rows or chunk_rows_for(register.rows),
     )
     try:
         try:
@@ -156,9 +155,9 @@ def write_results(
             built, keys = build.write(tmp, exact_key)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
-        forget(rows_path)  # its blocks are no longer those of the file in place
+        forget(register.base)  # its blocks are no longer those of the file in place
         tmp.replace(path)
-        remember(path, rows_path, keys)
+        remember(path, register.base, keys)
     except OSError as exc:
         raise OutputWriteError(path, exc) from exc
     finally:
@@ -181,7 +180,7 @@ class _Load:
 
 @dataclass(frozen=True, slots=True)
 class _Build:
-    rows_path: Path
+    register: RegisterFiles
     state_dir: Path
     spill_dir: Path
     results: Path  # the last build's, whose blocks may be copied
@@ -196,7 +195,7 @@ class _Build:
         records = positions(files, {}, key=key("fingerprint"), spans=spans)
         winners = newest(records, key="_k")
         del records
-        register = pl.scan_parquet(self.rows_path, glob=False).select("_fingerprint")
+        register = self.register.scan().select("_fingerprint")
         keys = register.select(
             pl.when(pl.col("_fingerprint").is_not_null())
             .then(key("_fingerprint"))
@@ -212,9 +211,9 @@ class _Build:
         del winners, keys
         settings = {"api": self.api, "answer_schema": self.answer_schema}
         block_keys_ = block_keys(
-            self.rows_path, placed, files, self.block_rows, settings
+            self.register, placed, files, self.block_rows, settings
         )
-        copied = reusable(self.results, self.rows_path, block_keys_)
+        copied = reusable(self.results, self.register.base, block_keys_)
         if copied:  # their answers are in the file already
             copied_rows = (pl.col("_r") // self.block_rows).is_in(sorted(copied))
             placed = placed.filter(~copied_rows)
@@ -265,7 +264,7 @@ class _Build:
         wanted = [
             c for c in [*tally_columns(), "error_code", "retryable"] if c in names
         ]
-        scope = pl.scan_parquet(self.rows_path, glob=False).select("_in_scope")
+        scope = self.register.scan().select("_in_scope")
         end, step = blocks * self.block_rows, 8 * self.block_rows
         for first in range(0, end, step):
             size = min(step, end - first)
@@ -341,14 +340,14 @@ class _Build:
     ) -> Built:
         """Write the results block by block from block ``start``: ``copied`` ones
         from the last file."""
-        names = pq.ParquetFile(self.rows_path).schema_arrow.names
+        names = self.register.names()
         kept = [c for c in names if not c.startswith("_") and c != "id"]
         built = Built(copied=len({b for b in copied if b >= start}))
         last = pl.scan_parquet(self.results, glob=False) if copied else None
 
         def blocks() -> Iterator[pa.Table]:
             waiting = _Waiting(self.spill_dir, self.block_rows)
-            for block, rows in _blocks(self.rows_path, self.block_rows, start):
+            for block, rows in _blocks(self.register, self.block_rows, start):
                 first = block * self.block_rows
                 if last is not None and block in copied:
                     out = last.slice(first, rows.height).collect()
@@ -487,13 +486,13 @@ def _attach(rows: pl.DataFrame, answers: pl.DataFrame, first: int) -> pl.DataFra
 
 
 def _blocks(
-    rows_path: Path, block_rows: int, start: int = 0
+    files: RegisterFiles, block_rows: int, start: int = 0
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """The register in blocks of exactly ``block_rows`` rows (the last one fewer),
     numbered, from block ``start``; at least one block from 0, empty for an empty
     register."""
-    total = pq.read_metadata(rows_path).num_rows
-    register = pl.scan_parquet(rows_path, glob=False)
+    total = files.rows
+    register = files.scan()
     for first in range(start * block_rows, max(total, 1), block_rows):
         yield first // block_rows, register.slice(first, block_rows).collect()
 
@@ -558,14 +557,10 @@ class SharedIds:
     first: str | None  # the first of them, in manifest order
 
 
-def shared_ids(rows_path: Path) -> SharedIds:
+def shared_ids(register: RegisterFiles) -> SharedIds:
     """Rows (in scope) whose id is not theirs alone, from the register's ids hashed
     to 8 bytes; ids whose hash repeats are compared whole."""
-    ids = (
-        pl.scan_parquet(rows_path, glob=False)
-        .filter(pl.col("_in_scope").fill_null(True))
-        .select("id")
-    )
+    ids = register.scan().filter(pl.col("_in_scope").fill_null(True)).select("id")
     keys = ids.select(pl.col("id").hash()).collect()["id"]
     candidates = repeats(keys)
     if not candidates.any():

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from batchkimi.store.files import AnswerFile, file_facts
 from batchkimi.store.outputs import replace_text
+from batchkimi.store.rows import RegisterFiles
 from batchkimi.version import __version__
 
 _SEEDS = (0x72657573, 0x65626C6B)
@@ -41,16 +42,16 @@ class BlockKeys:
 
 
 def block_keys(
-    rows_path: Path,
+    register: RegisterFiles,
     placed: pl.DataFrame,
     files: Sequence[AnswerFile],
     block_rows: int,
     settings: Mapping[str, Any],
 ) -> BlockKeys:
-    """The keys of the blocks a build of ``rows_path`` with the answers ``placed``
+    """The keys of the blocks a build of ``register`` with the answers ``placed``
     (``_r`` → ``_f``, ``_p`` in ``files``) makes."""
-    register = pl.scan_parquet(rows_path, glob=False)
-    names = register.collect_schema()
+    rows = register.scan()
+    names = rows.collect_schema()
     where = pl.DataFrame(
         {
             "_f": pl.Series(range(len(files)), dtype=pl.UInt32),
@@ -65,15 +66,15 @@ def block_keys(
         pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
         pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
     ]
-    total = pq.read_metadata(rows_path).num_rows
+    total = register.rows
     step = _READ_BLOCKS * block_rows  # the register is never in memory whole
     keys = []
     for first in range(0, max(total, 1), step):
-        rows = register.slice(first, step).select(hashes).collect()
-        bounds = pl.Series([first, first + rows.height], dtype=pl.UInt32)
+        hashed = rows.slice(first, step).select(hashes).collect()
+        bounds = pl.Series([first, first + hashed.height], dtype=pl.UInt32)
         low, high = answers["_r"].search_sorted(bounds).to_list()
         every = (
-            rows.with_row_index("_r", offset=first)
+            hashed.with_row_index("_r", offset=first)
             .join(
                 answers.slice(low, high - low),
                 on="_r",

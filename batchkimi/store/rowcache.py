@@ -17,12 +17,11 @@ groups that hold them.
 
 from __future__ import annotations
 
-from pathlib import Path
+import bisect
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from batchkimi.store.rows import DIGEST_KEY
+from batchkimi.store.rows import RegisterFiles
 
 KEYS = ["_key_a", "_key_b"]
 VALUES_SCHEMA = {"id": pl.String(), "_fingerprint": pl.String(), "_model": pl.String()}
@@ -35,11 +34,10 @@ _SCHEMA = {"_key_a": pl.UInt64(), "_key_b": pl.UInt64(), **VALUES_SCHEMA}
 class RowCache:
     """The last register's keyed rows, looked up batch by batch in manifest order."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._scan = pl.scan_parquet(path, glob=False)
-        metadata = pq.read_metadata(path)
-        sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+    def __init__(self, register: RegisterFiles) -> None:
+        self.register = register
+        self._scan = register.scan()
+        sizes = register.group_rows()
         self._starts = [sum(sizes[:g]) for g in range(len(sizes) + 1)]
         self._next_group = 0  # the next row group the forward reading takes
         self._buffer = pl.DataFrame(schema=_SCHEMA)
@@ -50,17 +48,12 @@ class RowCache:
         self.hits = 0
 
     @classmethod
-    def load(cls, path: Path, digest: str) -> RowCache | None:
-        """The register at ``path`` as a cache, if it was written under ``digest``
-        (and has content keys at all); otherwise None."""
-        try:
-            schema = pq.read_schema(path)
-        except (OSError, ValueError):
+    def load(cls, register: RegisterFiles | None, digest: str) -> RowCache | None:
+        """``register`` as a cache, if it was written under ``digest`` (and has
+        content keys at all); otherwise None."""
+        if register is None or not register.keyed_under(digest):
             return None
-        metadata = schema.metadata or {}
-        if metadata.get(DIGEST_KEY) != digest.encode() or "_key_a" not in schema.names:
-            return None
-        return cls(path)
+        return cls(register)
 
     def close(self) -> None:
         self._buffer, self._index, self._groups = self._buffer.clear(), None, {}
@@ -101,6 +94,12 @@ class RowCache:
         if start < self._buffer_start:
             return self._buffer.clear()
         read_to = self._buffer_start + self._buffer.height
+        if start >= read_to:  # groups wholly before ``start`` are never read
+            holding = bisect.bisect_right(self._starts, start) - 1
+            if holding > self._next_group:
+                self._next_group = holding
+                self._buffer = self._buffer.clear()
+                self._buffer_start = read_to = self._starts[holding]
         while read_to < start + count and self._next_group < len(self._starts) - 1:
             group = self._read(self._next_group, [*KEYS, *VALUES])
             self._next_group += 1
@@ -119,7 +118,7 @@ class RowCache:
         asked = keys.with_row_index("_at")
         if self._index is None and self._streamed < _STREAMED:
             self._streamed += 1
-            index = pl.scan_parquet(self.path, glob=False).select(KEYS)
+            index = self.register.scan().select(KEYS)
             matched = (
                 index.with_row_index("_row")
                 .join(asked.lazy(), on=KEYS, how="inner")
@@ -128,7 +127,9 @@ class RowCache:
         else:
             if self._index is None:
                 self._index = (
-                    pl.read_parquet(self.path, columns=KEYS, glob=False)
+                    self.register.scan()
+                    .select(KEYS)
+                    .collect()
                     .with_row_index("_row")
                     .drop_nulls(KEYS)
                 )

@@ -4,12 +4,19 @@ Written batch by batch while the manifest is read (``.batchkimi/rows.parquet``),
 final results can be laid out in manifest order without holding the manifest in memory.
 Its rows are in manifest order: the results are built in the register's order.
 Rows that could not be sent carry their problem here instead of a fingerprint.
+
+A run that only appends rows to the last run's (``store.appended``) leaves the base
+file as it is and writes the rows after it to a tail file (``rows.tail.parquet``),
+which names the base it follows: copying a million rows to add one cost 0.4 s. The
+register is then both files read as one (``RegisterFiles``); a tail whose base was
+replaced since is not part of it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchkimi.store.files import file_facts
 from batchkimi.store.sink import ParquetSink, repeating
 
 ROWS_NAME = "rows.parquet"
@@ -42,6 +50,85 @@ INTERNAL_COLUMNS = {
 }
 #: the Parquet metadata key holding the digest the content keys are valid under
 DIGEST_KEY = b"batchkimi.row_keys"
+#: a tail file's metadata key: the facts of the base file it follows
+BASE_KEY = b"batchkimi.base"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterFiles:
+    """A register as it lies on disk: its base file, then its tail if it has one.
+    Rows are numbered across them, in that order."""
+
+    parts: tuple[Path, ...]
+
+    @property
+    def base(self) -> Path:
+        """The base file (its name names the register's companions)."""
+        return self.parts[0]
+
+    @property
+    def tail(self) -> Path | None:
+        return self.parts[1] if len(self.parts) > 1 else None
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(list(self.parts), glob=False)
+
+    def group_rows(self) -> list[int]:
+        """The rows of each row group, part after part."""
+        sizes = []
+        for part in self.parts:
+            metadata = pq.read_metadata(part)
+            sizes += [
+                metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)
+            ]
+        return sizes
+
+    @property
+    def rows(self) -> int:
+        return sum(pq.read_metadata(part).num_rows for part in self.parts)
+
+    def names(self) -> list[str]:
+        return list(pq.read_schema(self.base).names)
+
+    def keyed_under(self, digest: str) -> bool:
+        """Whether every part holds content keys valid under ``digest``."""
+        for part in self.parts:
+            try:
+                schema = pq.read_schema(part)
+            except (OSError, ValueError):
+                return False
+            metadata = schema.metadata or {}
+            if (
+                metadata.get(DIGEST_KEY) != digest.encode()
+                or "_key_a" not in schema.names
+            ):
+                return False
+        return True
+
+
+def register_files(folder: Path, shard: str | None) -> RegisterFiles | None:
+    """The register of ``shard`` (or of the whole job) in state folder ``folder``:
+    its base, and its tail if that follows this base; None without a base."""
+    base = register_path(folder, shard)
+    facts = file_facts(base)
+    if facts is None:
+        return None
+    tail = tail_path(base)
+    try:
+        metadata = pq.read_schema(tail).metadata or {}
+    except (OSError, ValueError):
+        return RegisterFiles((base,))
+    if metadata.get(BASE_KEY) != _facts_text(facts):
+        return RegisterFiles((base,))  # left by a run before the base was replaced
+    return RegisterFiles((base, tail))
+
+
+def tail_path(base: Path) -> Path:
+    return base.with_name(base.name.removesuffix(".parquet") + ".tail.parquet")
+
+
+def _facts_text(facts: tuple[int, int, int]) -> bytes:
+    return ":".join(map(str, facts)).encode()
 
 
 class RowRegister:
@@ -55,23 +142,45 @@ class RowRegister:
         digest: str | None = None,
         *,
         group_rows: int = CHUNK_ROWS[1],
+        after: RegisterFiles | None = None,
     ) -> None:
         """``kept`` maps manifest column → output column name. Each shard keeps its
         own register, since each marks its own rows as in scope. ``digest`` says
         what the rows' content keys are valid under (see ``rowcache``). Batches
-        are held into row groups of ``group_rows`` (``chunk_rows_for``)."""
-        self.path = register_path(folder, shard)
+        are held into row groups of ``group_rows`` (``chunk_rows_for``).
+
+        With ``after`` (the register the last run left), the rows added follow its
+        rows: its base stays, and its tail's rows and the new ones make the tail."""
+        base = register_path(folder, shard)
+        self.path = base if after is None else tail_path(base)
         self.group_rows = group_rows
-        name = self.path.name
         self.digest = digest
-        self._tmp = folder / f"{name}.{os.getpid()}.tmp"
+        self._tmp = folder / f"{self.path.name}.{os.getpid()}.tmp"
         # a run killed mid-way leaves its partial register behind; this run holds
         # the lock for this register, so any other one is such a leftover
-        for leftover in folder.glob(f"{name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        for name in (base.name, tail_path(base).name):
+            for leftover in folder.glob(f"{name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
         self.kept = kept
         self._sink: ParquetSink | None = None
+        self._after = after
+        self._schema: pa.Schema | None = None
         self.rows = 0
+        if after is not None:
+            self._schema = pq.read_schema(after.base).remove_metadata()
+            self.rows = pq.read_metadata(after.base).num_rows
+            if after.tail is not None:  # rows an earlier append left: kept
+                for batch in pq.ParquetFile(after.tail).iter_batches(group_rows):
+                    self._write(pa.Table.from_batches([batch]))
+
+    @property
+    def files(self) -> RegisterFiles:
+        """The register as ``commit`` leaves it."""
+        if self._after is None:
+            return RegisterFiles((self.path,))
+        if self.rows == pq.read_metadata(self._after.base).num_rows:
+            return RegisterFiles((self._after.base,))
+        return RegisterFiles((self._after.base, self.path))
 
     def add(
         self, batch: pl.DataFrame, internal: Mapping[str, list[Any] | pl.Series]
@@ -87,18 +196,27 @@ class RowRegister:
                 [pl.col(src).alias(dst) for src, dst in self.kept.items()]
             )
             frame = pl.concat([frame, kept], how="horizontal")
+        self._write(frame.to_arrow())
+
+    def _write(self, table: pa.Table) -> None:
         if self._sink is None:  # batches held into row groups: a million-row
             # register is read (in manifest order, block by block) in a few dozen
             self._sink = ParquetSink(
                 self._tmp, self._options, group_rows=self.group_rows
             )
-        self._sink.write(frame.to_arrow())
-        self.rows += frame.height
+        if self._schema is not None:  # a tail: read as one with its base
+            table = table.cast(self._schema)
+        self._sink.write(table)
+        self.rows += table.num_rows
 
     def _options(self, table: pa.Table) -> tuple[pa.Schema, dict[str, Any]]:
-        schema = table.schema
+        metadata = {}
         if self.digest is not None:
-            schema = schema.with_metadata({DIGEST_KEY: self.digest.encode()})
+            metadata[DIGEST_KEY] = self.digest.encode()
+        if self._after is not None:
+            facts = file_facts(self._after.base)
+            metadata[BASE_KEY] = _facts_text(facts) if facts else b""
+        schema = table.schema.with_metadata(metadata) if metadata else table.schema
         # no statistics: rows are read by position, never filtered by value
         return schema, {
             "use_dictionary": repeating(table),
@@ -107,7 +225,12 @@ class RowRegister:
         }
 
     def commit(self) -> None:
-        """Close the file and atomically make it the register for this output."""
+        """Close the file and atomically make it the register for this output: a
+        new base makes any tail stale (it names the base it follows), so the tail
+        goes after it."""
+        if self._sink is None and self._after is not None:  # nothing after the base
+            self.path.unlink(missing_ok=True)
+            return
         if self._sink is None:
             empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
             pq.write_table(empty, self._tmp)
@@ -115,6 +238,8 @@ class RowRegister:
             sink, self._sink = self._sink, None
             sink.close()
         Path(self._tmp).replace(self.path)
+        if self._after is None:
+            tail_path(self.path).unlink(missing_ok=True)
 
     def abandon(self) -> None:
         if self._sink is not None:

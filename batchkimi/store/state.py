@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batchkimi.outcome import RunOutcome
 from batchkimi.store.files import file_facts, store_sizes
@@ -38,6 +38,7 @@ STATE_DIR = ".batchkimi"
 _SUMMARY_NAME = "summary.json"
 _RESULTS_NAME = "results.parquet"
 _SHARD_STATE = re.compile(r"^state-shard-(.+)\.json$")
+_CHUNK = 1 << 20  # bytes hashed at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +71,63 @@ class RunState:
     #: the raw key of the command line these outputs are current for (None: a run
     #: from Python, or from before raw keys); see ``recorded_outcome``
     raw: str | None = None
+    #: ``settings_key`` of the run: a run on the same settings whose manifest only
+    #: grew carries this run's rows as they are (``store.appended``)
+    settings: str | None = None
 
 
 def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
     """Hash the manifest, unless its size, mtime and inode say it is unchanged. A
     folder or glob manifest is stamped by what it lists."""
+    return stamp_growth(path, previous)[0]
+
+
+def stamp_growth(
+    path: Path, previous: ManifestStamp | None
+) -> tuple[ManifestStamp, bool]:
+    """``stamp_manifest``, and whether the file is the one ``previous`` stamped
+    with bytes added after its end, which was the end of a line (rows appended to
+    a CSV or JSONL file). Told in the same read: the digest of the first
+    ``previous.size`` bytes is ``previous``'s."""
     facts = file_facts(path)
     if facts is None:
         from batchkimi.manifest.reader import listing_digest  # polars: only for globs
 
-        return ManifestStamp(listing_digest(path), 0, 0, 0)
+        return ManifestStamp(listing_digest(path), 0, 0, 0), False
     if previous is not None and previous.facts == facts:
-        return previous
+        return previous, False
+    digest = hashlib.sha256()
+    grown = False
     with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return ManifestStamp(digest, *facts)
+        if previous is not None and 0 < previous.size < facts[0]:
+            last = _read_into(digest, handle, previous.size)
+            grown = last == b"\n" and digest.hexdigest() == previous.digest
+        _read_into(digest, handle, None)
+    return ManifestStamp(digest.hexdigest(), *facts), grown
+
+
+def _read_into(digest: Any, handle: BinaryIO, size: int | None) -> bytes:
+    """Hash ``size`` bytes of ``handle`` (None: all the rest); the last byte read."""
+    last = b""
+    left = size
+    while left is None or left > 0:
+        chunk = handle.read(_CHUNK if left is None else min(_CHUNK, left))
+        if not chunk:
+            break
+        digest.update(chunk)
+        last = chunk[-1:]
+        if left is not None:
+            left -= len(chunk)
+    return last
+
+
+def settings_key(settings: Mapping[str, Any]) -> str:
+    """A digest of the job's ``settings`` that shape requests and rows, and of
+    batchkimi's version: ``inputs_key`` without the manifest."""
+    text = json.dumps(
+        {**settings, "batchkimi": __version__}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def inputs_key(settings: Mapping[str, Any], manifest: ManifestStamp) -> str:

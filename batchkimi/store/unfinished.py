@@ -83,3 +83,27 @@ def _results(records: pl.DataFrame) -> dict[str, RowResult]:
         result = RowResult(**values)
         found[result.fingerprint] = result
     return found
+
+
+class JournalLookup:
+    """The answered set's ``unanswered`` for a run with a few rows to ask about
+    (``store.appended``): each call reads the journal for the fingerprints asked,
+    instead of every answer up front (0.2 s a call at a million answers, against
+    0.6 s for the whole set). Rows it finds left with a paid answer in hand are
+    added to ``in_hand``, the sender's, which carries on from them."""
+
+    def __init__(
+        self, folder: Path, rerun: frozenset[str], in_hand: dict[str, RowResult]
+    ) -> None:
+        self.folder = folder
+        self.rerun = rerun
+        self.in_hand = in_hand
+
+    def unanswered(self, fingerprints: pl.Series) -> pl.Series:
+        """A mask over ``fingerprints``: true where one has no standing answer."""
+        asked = fingerprints.drop_nulls().unique().to_list()
+        standing, held = recorded_answers(self.folder, asked, self.rerun)
+        self.in_hand.update(held)
+        known = pl.Series(list(standing), dtype=pl.String())
+        found = fingerprints.is_in(known.implode()).fill_null(False)
+        return (~found).alias("unanswered")

@@ -171,8 +171,10 @@ def test_a_run_whose_manifest_breaks_midway_resumes_without_resending(
     spec = make_spec(tmp_path, simulator, rows, batch_rows=10, concurrency=2)
     real = Manifest.iter_batches
 
-    def breaks_after_two_batches(self: Manifest, batch_rows: int) -> Iterator[Any]:
-        for number, batch in enumerate(real(self, batch_rows)):
+    def breaks_after_two_batches(
+        self: Manifest, batch_rows: int, *, start: int = 0
+    ) -> Iterator[Any]:
+        for number, batch in enumerate(real(self, batch_rows, start=start)):
             if number == 2:
                 msg = "line 22 is not UTF-8 (byte 0xe9 at character 9)"
                 raise ManifestError(msg, path=str(self.path), fix="Save it as UTF-8")

@@ -13,13 +13,13 @@ from polars.testing import assert_frame_equal
 
 from batchkimi.store.results import Built, write_results
 from batchkimi.store.reuse import forget
-from batchkimi.store.rows import RowRegister
+from batchkimi.store.rows import RegisterFiles, RowRegister
 from tests.store.test_segments import ROTATE, fp, journal, result
 
 BLOCK = 8
 
 
-def register(state: Path, count: int, *, edited: int | None = None) -> Path:
+def register(state: Path, count: int, *, edited: int | None = None) -> RegisterFiles:
     rows = RowRegister(state, {"review": "review"}, None)
     reviews = [
         f"review {i}" + (" (edited)" if i == edited else "") for i in range(count)
@@ -35,21 +35,25 @@ def register(state: Path, count: int, *, edited: int | None = None) -> Path:
         },
     )
     rows.commit()
-    return rows.path
+    return rows.files
 
 
-def build(state: Path, rows: Path, **options: Any) -> tuple[Built, pl.DataFrame]:
+def build(
+    state: Path, rows: RegisterFiles, **options: Any
+) -> tuple[Built, pl.DataFrame]:
     out = state.parent / "results.parquet"
     built = write_results(rows, state, out, api="openai", block_rows=BLOCK, **options)
     return built, pl.read_parquet(out)
 
 
-def from_scratch(state: Path, rows: Path, **options: Any) -> pl.DataFrame:
+def from_scratch(state: Path, rows: RegisterFiles, **options: Any) -> pl.DataFrame:
     return scratch(state, rows, **options)[1]
 
 
-def scratch(state: Path, rows: Path, **options: Any) -> tuple[Built, pl.DataFrame]:
-    forget(rows)
+def scratch(
+    state: Path, rows: RegisterFiles, **options: Any
+) -> tuple[Built, pl.DataFrame]:
+    forget(rows.base)
     built, results = build(state, rows, **options)
     assert built.copied == 0
     return built, results

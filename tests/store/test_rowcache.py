@@ -11,7 +11,7 @@ import pytest
 
 from batchkimi.manifest.rowkeys import row_keys
 from batchkimi.store.rowcache import RowCache
-from batchkimi.store.rows import RowRegister
+from batchkimi.store.rows import RegisterFiles, RowRegister
 
 ROWS = 40_000
 
@@ -20,7 +20,7 @@ def manifest(ids: list[str]) -> pl.DataFrame:
     return pl.DataFrame({"id": ids, "review": [f"text of {i}" for i in ids]})
 
 
-def register(folder: Path, frame: pl.DataFrame, digest: str = "d1") -> Path:
+def register(folder: Path, frame: pl.DataFrame, digest: str = "d1") -> RegisterFiles:
     """A register as a run leaves it: each row's fingerprint is "fp-" and its id."""
     rows = RowRegister(folder, {}, None, digest)
     for start in range(0, frame.height, 5_000):
@@ -38,7 +38,7 @@ def register(folder: Path, frame: pl.DataFrame, digest: str = "d1") -> Path:
             },
         )
     rows.commit()
-    return rows.path
+    return rows.files
 
 
 def looked_up(cache: RowCache, frame: pl.DataFrame, batch: int = 2_000) -> pl.Series:
@@ -50,12 +50,14 @@ def looked_up(cache: RowCache, frame: pl.DataFrame, batch: int = 2_000) -> pl.Se
 
 
 @pytest.fixture
-def old(tmp_path: Path) -> tuple[Path, list[str]]:
+def old(tmp_path: Path) -> tuple[RegisterFiles, list[str]]:
     ids = [f"r{i}" for i in range(ROWS)]
     return register(tmp_path, manifest(ids)), ids
 
 
-def test_the_same_manifest_finds_every_row(old: tuple[Path, list[str]]) -> None:
+def test_the_same_manifest_finds_every_row(
+    old: tuple[RegisterFiles, list[str]],
+) -> None:
     path, ids = old
     cache = RowCache.load(path, "d1")
     assert cache is not None
@@ -64,7 +66,7 @@ def test_the_same_manifest_finds_every_row(old: tuple[Path, list[str]]) -> None:
 
 
 def test_a_row_added_inserted_or_edited_is_not_found_and_the_rest_are(
-    old: tuple[Path, list[str]],
+    old: tuple[RegisterFiles, list[str]],
 ) -> None:
     path, ids = old
     changed = manifest(["new-top", *ids[:20_000], *ids[20_001:], "new-end"])
@@ -85,16 +87,16 @@ def test_a_row_added_inserted_or_edited_is_not_found_and_the_rest_are(
 
 
 def test_another_digest_or_an_old_register_is_no_cache(
-    tmp_path: Path, old: tuple[Path, list[str]]
+    tmp_path: Path, old: tuple[RegisterFiles, list[str]]
 ) -> None:
     path, _ = old
     assert RowCache.load(path, "d2") is None
-    assert RowCache.load(tmp_path / "missing.parquet", "d1") is None
+    assert RowCache.load(RegisterFiles((tmp_path / "missing.parquet",)), "d1") is None
     (tmp_path / "plain").mkdir()
     plain = RowRegister(tmp_path / "plain", {}, None)  # written without a digest
     plain.add(manifest(["a"]), {"_index": [0], "id": ["a"]})
     plain.commit()
-    assert RowCache.load(plain.path, "d1") is None
+    assert RowCache.load(plain.files, "d1") is None
 
 
 def test_rows_registered_without_a_key_are_never_found(tmp_path: Path) -> None:
@@ -102,6 +104,6 @@ def test_rows_registered_without_a_key_are_never_found(tmp_path: Path) -> None:
     rows = RowRegister(tmp_path, {}, None, "d1")
     rows.add(frame, {"_index": [0, 1], "id": ["a", "b"], "_fingerprint": ["x", None]})
     rows.commit()
-    cache = RowCache.load(rows.path, "d1")
+    cache = RowCache.load(rows.files, "d1")
     assert cache is not None
     assert cache.lookup(0, row_keys(frame))["_fingerprint"].to_list() == [None, None]

@@ -24,7 +24,7 @@ from batchkimi.store.answers import AnsweredSet, answered, read_latest
 from batchkimi.store.files import answer_files, journal_file, segment_file
 from batchkimi.store.journal import Journal, answered_fingerprints, answered_set
 from batchkimi.store.results import exact_key, write_results
-from batchkimi.store.rows import RowRegister
+from batchkimi.store.rows import RegisterFiles, RowRegister
 from batchkimi.store.schema import JOURNAL_SCHEMA
 from batchkimi.store.segments import Span, read_records, read_spans
 from batchkimi.store.summary import build_summary
@@ -64,7 +64,7 @@ def journal(state: Path, results: list[RowResult], **options: Any) -> None:
     assert writer.compaction_error is None
 
 
-def register(state: Path, fingerprints: Sequence[str | None]) -> Path:
+def register(state: Path, fingerprints: Sequence[str | None]) -> RegisterFiles:
     rows = RowRegister(state, {"review": "review"}, None)
     count = len(fingerprints)
     rows.add(
@@ -80,10 +80,10 @@ def register(state: Path, fingerprints: Sequence[str | None]) -> Path:
         },
     )
     rows.commit()
-    return rows.path
+    return rows.files
 
 
-def build(state: Path, rows: Path, **options: Any) -> pl.DataFrame:
+def build(state: Path, rows: RegisterFiles, **options: Any) -> pl.DataFrame:
     out = state.parent / "results.parquet"
     write_results(rows, state, out, api="openai", **options)
     return pl.read_parquet(out)
