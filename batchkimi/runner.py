@@ -201,6 +201,7 @@ async def _run_locked(
             grown=grown and prepared.manifest.format in TEXT_FORMATS,
             settings=settings_key(settings),
             digest=digest,
+            kept=prepared.kept,
             state_dir=state,
         )
     journal, torn = Journal.open(state, shard=shard)

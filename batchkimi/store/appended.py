@@ -14,13 +14,15 @@ alone, and writes them to the register's tail (``store.rows``):
   files may change under an unchanged manifest) and no row with a problem (those
   are looked at again every run);
 - no answer came since it built its outputs (every journal file as it was);
-- its register is there, whole, written under the same request settings.
+- its register is there, whole, written under the same request settings and with
+  the columns this run writes.
 
 Anything else takes the full path, which is never wrong, only slower.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -44,12 +46,14 @@ def carried_rows(
     grown: bool,
     settings: str,
     digest: str | None,
+    kept: Mapping[str, str],
     state_dir: Path,
 ) -> int:
     """How many rows, from the first, this run carries from the last one as they
     are (see the module docstring); 0 when it takes the full path. ``grown``: the
     manifest is a text file that only grew (``stamp_growth``); ``settings`` and
-    ``digest``: this run's ``settings_key`` and request digest (``cache_digest``)."""
+    ``digest``: this run's ``settings_key`` and request digest (``cache_digest``);
+    ``kept``: the manifest columns it keeps, and as which output columns."""
     if (
         previous is None
         or register is None
@@ -60,11 +64,15 @@ def carried_rows(
         or previous.local_media
     ):
         return 0
-    if not register.keyed_under(digest) or register.rows != previous.rows:
+    if (
+        not register.keyed_under(digest)
+        or not register.written_with(kept)
+        or register.rows != previous.rows
+    ):
         return 0
     if register.tail is not None:
         tail = pq.read_metadata(register.tail).num_rows
-        if tail * _TAIL_SHARE > previous.rows:
+        if tail * _TAIL_SHARE > previous.rows - tail:  # against the base's rows
             return 0
     if previous.journals != journal_sizes(state_dir):
         return 0

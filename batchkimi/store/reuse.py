@@ -3,7 +3,8 @@
 A results block is a function of its register rows, the answer record each row is
 given, and a few settings (batchkimi's version, the API, a structured job's answer
 schema, the register's columns, the block size). A build records a key per block:
-a digest of its register rows' values (two 64-bit hashes a row) and of each row's
+a digest of its register rows' values (two 64-bit hashes a row, taken as the row
+is registered) and of each row's
 answer by where it is for good (stream, generation, position: journal files only
 grow, and compaction keeps positions). The next build, finding a block with the
 same key in the same place of a results file it wrote (same size, time and inode),
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 
 from batchkimi.store.files import AnswerFile, file_facts
 from batchkimi.store.outputs import replace_text
-from batchkimi.store.rows import RegisterFiles
+from batchkimi.store.rows import ROW_HASHES, RegisterFiles
 from batchkimi.version import __version__
 
 _SEEDS = (0x72657573, 0x65626C6B)
@@ -62,10 +63,15 @@ def block_keys(
     answers = (
         placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p").sort("_r")
     )
-    hashes = [
-        pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
-        pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
-    ]
+    first_hash, second_hash = ROW_HASHES
+    hashes = (
+        [pl.col(first_hash).alias("a"), pl.col(second_hash).alias("b")]
+        if first_hash in names  # hashed as registered
+        else [
+            pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
+            pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
+        ]
+    )
     total = register.rows
     step = _READ_BLOCKS * block_rows  # the register is never in memory whole
     keys = []

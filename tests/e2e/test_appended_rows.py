@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from batchkimi.credentials import ApiKey
@@ -24,6 +25,7 @@ from batchkimi.runner import run_job
 from batchkimi.settings import Job
 from batchkimi.simulator import SimulatorServer
 from batchkimi.store.journal import Journal
+from batchkimi.store.rows import ROW_HASHES
 from tests.helpers import make_spec, read_results, write_manifest
 
 ROWS = [{"id": f"r{i:02d}", "review": f"review number {i}"} for i in range(40)]
@@ -85,7 +87,8 @@ def as_fresh(tmp_path: Path, simulator: SimulatorServer, job: Job) -> pl.DataFra
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+        lines = path.read_text("utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
     return pl.read_csv(path, infer_schema=False).to_dicts()
 
 
@@ -304,3 +307,47 @@ def test_a_tail_left_beside_a_base_written_since_is_not_read(
     assert carried and outcome.exit_code == 0
     assert sent_reviews(simulator) == ["a new review 2"]
     assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+
+
+def test_a_register_written_with_other_columns_is_not_continued(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """A register left by a version that wrote other columns (here: before rows
+    were hashed as registered) cannot take a tail: the run reads every row."""
+    job = make_spec(tmp_path, simulator, rows=ROWS)
+    assert run_noting(job)[0].exit_code == 0
+    base = job.output / ".batchkimi" / "rows.parquet"
+    metadata = pq.read_schema(base).metadata
+    older = pl.read_parquet(base).drop(*ROW_HASHES).to_arrow()
+    pq.write_table(older.replace_schema_metadata(metadata), base)
+    append(job.reading.input, NEW[:1])
+    simulator.reset()
+
+    outcome, carried = run_noting(job)
+    assert not carried and outcome.exit_code == 0
+    assert sent_reviews(simulator) == ["a new review 0"]
+    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+
+
+def test_blank_lines_among_the_old_rows_do_not_shift_the_new_ones(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """A JSONL file's blank lines are no rows: the rows carried are counted as
+    parsed, not as lines (polars' slice counted them, and registered old rows
+    again). A column named as the reader's own row index is left alone."""
+    rows = [{"_row": i, "id": f"r{i}", "review": f"review {i}"} for i in range(6)]
+    job = make_spec(tmp_path, simulator, rows=rows, fmt="jsonl")
+    lines = job.reading.input.read_text("utf-8").splitlines(keepends=True)
+    job.reading.input.write_text(
+        "\n" + "".join(lines[:3]) + "  \n" + "".join(lines[3:])
+    )
+    assert run_noting(job)[0].exit_code == 0
+    append(job.reading.input, [{"_row": 6, "id": "n0", "review": "a new review 0"}])
+    simulator.reset()
+
+    outcome, carried = run_noting(job)
+    assert carried and outcome.exit_code == 0
+    assert sent_reviews(simulator) == ["a new review 0"]
+    results = read_results(job)
+    assert results["id"].to_list() == [*(r["id"] for r in rows), "n0"]
+    assert results.select(SAME).equals(as_fresh(tmp_path, simulator, job))
