@@ -351,3 +351,21 @@ def test_blank_lines_among_the_old_rows_do_not_shift_the_new_ones(
     results = read_results(job)
     assert results["id"].to_list() == [*(r["id"] for r in rows), "n0"]
     assert results.select(SAME).equals(as_fresh(tmp_path, simulator, job))
+
+
+def test_a_tail_past_a_quarter_of_the_base_is_folded_into_a_new_base(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    job = make_spec(tmp_path, simulator, rows=ROWS[:8])
+    assert run_noting(job)[0].exit_code == 0
+    append(job.reading.input, NEW)  # 3 rows after 8: a tail
+    assert run_noting(job)[1]
+    tail = job.output / ".batchkimi" / "rows.tail.parquet"
+    assert pq.read_metadata(tail).num_rows == 3
+    append(job.reading.input, [ROWS[8]])  # the tail is past a quarter of the base
+    outcome, carried = run_noting(job)
+    assert not carried and outcome.exit_code == 0
+    assert not tail.exists()
+    base = job.output / ".batchkimi" / "rows.parquet"
+    assert pq.read_metadata(base).num_rows == 12
+    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
