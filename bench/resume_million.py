@@ -82,6 +82,10 @@ def answered(*args, **kwargs):
     return found
 answered_set = runner.answered_set
 runner.answered_set = timed("store: answered fingerprints read", answered)
+runner.JournalLookup.unanswered = timed(
+    "store: journal asked about new rows (in row source)",
+    runner.JournalLookup.unanswered,
+)
 write_results = runner.write_results
 def built_results(*args, **kwargs):
     built = write_results(*args, **kwargs)
@@ -177,8 +181,8 @@ def make_job(folder: Path, rows: int) -> tuple[Path, Path, Path]:
     return manifest, output, legacy
 
 
-def profile(run: list[str], folder: Path) -> None:
-    """The full path once more, phase by phase."""
+def profile(run: list[str], folder: Path, case: str) -> None:
+    """A resume once more, phase by phase (imports excluded)."""
     done = subprocess.run(
         [sys.executable, "-c", _PROFILE, *run[3:]],
         capture_output=True,
@@ -187,7 +191,7 @@ def profile(run: list[str], folder: Path) -> None:
         env=bench_env(str(folder / "state")),
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"\nfull path, phase by phase (one process, {report['total']:.2f} s):")
+    print(f"\n{case}, phase by phase (one process, {report['total']:.2f} s):")
     print(f"{'phase':44} {'s':>6} {'peak MB after':>14}")
     for name, seconds in sorted(report["phases"].items(), key=lambda p: -p[1]):
         print(f"{name:44} {seconds:6.2f} {report['peaks'][name]:14.0f}")
@@ -195,10 +199,11 @@ def profile(run: list[str], folder: Path) -> None:
     print(f"{'everything else (imports, scheduler, …)':44} {other:6.2f}")
     sizes = report["sizes"]
     if sizes:
+        done = sizes.get("done_rows")
         print(
-            f"answered fingerprints: {sizes['done_rows']:,}; rows built into "
-            f"requests: {sizes.get('built', 0):,}; results blocks copied from the "
-            f"last results.parquet: {sizes.get('copied', 0):,}"
+            f"answered fingerprints read: {'none' if done is None else f'{done:,}'}; "
+            f"rows built into requests: {sizes.get('built', 0):,}; results blocks "
+            f"copied from the last results.parquet: {sizes.get('copied', 0):,}"
         )
 
 
@@ -303,10 +308,10 @@ def main() -> None:
         print(f"results.parquet rows: {rows:,}")
         if args.profile:  # one new row (case 5)
             _append_row(manifest)
-            profile(run(output), folder)
+            profile(run(output), folder, "one new row appended")
         if args.profile_full:  # the full path with the register (case 6)
             _edit_last_row(manifest)
-            profile(run(output), folder)
+            profile(run(output), folder, "last row edited (the full path)")
         shutil.rmtree(copy, ignore_errors=True)
 
 
