@@ -85,9 +85,12 @@ class RowSource:
         cache: RowCache | None = None,
         *,
         skip: int = 0,
+        settled: bool = False,
     ) -> None:
         """``skip``: the first rows, which the register has from the last run
-        (``store.appended``); reading starts after them."""
+        (``store.appended``); reading starts after them. ``settled``: the last
+        run's rows all stand answered (``store.appended.settled``), so only rows
+        built now are asked about."""
         self.manifest = manifest
         self.builder = builder
         self.register = register
@@ -95,6 +98,7 @@ class RowSource:
         self.job = job
         self.cache = cache
         self.skip = skip
+        self.settled = settled
         self.sent = _Sent()  # fingerprints sent this run
         self.duplicates = 0  # rows whose request equals an earlier row's: sent once
         self.local_media = False  # some row built this run names a local file
@@ -165,7 +169,7 @@ class RowSource:
             self._in_scope(_with(known["id"].slice(first, width), here, "row_id"))
         )
         wanted = (
-            self.answered.unanswered(fingerprints)
+            self._unanswered(fingerprints, missing.slice(first, width))
             & fingerprints.is_not_null()
             & scopes[-1]
         )
@@ -181,6 +185,18 @@ class RowSource:
         records.update({p: self._record(r) for p, r in rebuilt.items()})
         fresh.update(rebuilt)
         return [r for p in going if isinstance(r := fresh[p], RowRequest)]
+
+    def _unanswered(self, fingerprints: pl.Series, built: pl.Series) -> pl.Series:
+        """Which ``fingerprints`` have no answer. Of a settled job, only the rows
+        ``built`` now are asked about: the others' requests are the last run's,
+        which all stand answered."""
+        if not self.settled:
+            return self.answered.unanswered(fingerprints)
+        mask = pl.repeat(False, fingerprints.len(), eager=True)
+        if not built.any():
+            return mask
+        at = built.arg_true()
+        return mask.scatter(at, self.answered.unanswered(fingerprints.gather(at)))
 
     def _build(
         self, batch: pl.DataFrame, start: int, positions: list[int]

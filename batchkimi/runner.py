@@ -41,7 +41,8 @@ from batchkimi.schedule.stopper import StopControl
 from batchkimi.sending import Sending, open_sender
 from batchkimi.settings import Job
 from batchkimi.store.answers import AnsweredSet
-from batchkimi.store.appended import TEXT_FORMATS, carried_rows
+from batchkimi.store.appended import TEXT_FORMATS, carried_rows, settled
+from batchkimi.store.files import file_facts
 from batchkimi.store.journal import (
     Journal,
     JournalError,
@@ -191,18 +192,21 @@ async def _run_locked(
     total_rows = prepared.read_rows()  # a broken line stops the job before any send
     digest = cache_digest(job, prepared.manifest.schema)
     last_register = register_files(state, shard)
-    # the rows the last run settled, when this run only adds rows after them
-    # (before the journal opens: its files must be as the last build left them)
+    # the last run's rows all stand answered (checked before the journal opens: its
+    # files must be as the last build left them); a dispatch's workers look
+    # answers up themselves
+    is_settled = dispatch is None and settled(
+        previous, settings=settings_key(settings), state_dir=state
+    )
     carried = 0
-    if dispatch is None:  # (a dispatch's workers look answers up themselves)
+    if is_settled and previous is not None:  # and this run only adds rows after them
         carried = carried_rows(
             previous,
             last_register,
             grown=grown and prepared.manifest.format in TEXT_FORMATS,
-            settings=settings_key(settings),
+            rows_now=total_rows,
             digest=digest,
             kept=prepared.kept,
-            state_dir=state,
         )
     journal, torn = Journal.open(state, shard=shard)
     warnings: list[str] = []
@@ -212,12 +216,8 @@ async def _run_locked(
             "write); it was dropped and that row will be sent again"
         )
     answered: Answered
-    if (
-        carried
-        and previous is not None
-        and total_rows - carried <= job.reading.batch_rows
-    ):
-        # a few new rows: the journal is asked about them alone
+    if is_settled and previous is not None:
+        # only the rows built now are asked about: the journal is read for them
         in_hand: dict[str, RowResult] = {}
         answered = JournalLookup(state, job.writing.rerun_set, in_hand)
         already_done = sum(previous.by_status.values())
@@ -250,6 +250,7 @@ async def _run_locked(
         job,
         cache,
         skip=carried,
+        settled=is_settled,
     )
     del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
@@ -413,7 +414,13 @@ async def _run_locked(
                 by_status=written.by_status,
                 local_media=source.local_media,
                 raw=raw_key,
-                settings=settings_key(settings),
+                # rows are carried only from a manifest that was the stamped
+                # one throughout the run (not one appended to while it read)
+                settings=(
+                    settings_key(settings)
+                    if file_facts(job.reading.input) == stamp.facts
+                    else None
+                ),
             ),
         )
     return written

@@ -100,7 +100,9 @@ class Manifest:
         ``start`` are parsed and dropped (0.06 s for a million CSV rows)."""
         scan = _scan(self.path, self.format)
         if start:
-            index = "__batchkimi_row"
+            index = "_row"
+            while index in self.schema:  # a name no column has
+                index = f"_{index}"
             scan = scan.with_row_index(index).filter(pl.col(index) >= start).drop(index)
         try:
             for batch in scan.collect_batches(chunk_size=batch_rows):

@@ -17,7 +17,10 @@ alone, and writes them to the register's tail (``store.rows``):
 - its register is there, whole, written under the same request settings and with
   the columns this run writes.
 
-Anything else takes the full path, which is never wrong, only slower.
+Anything else takes the full path, which is never wrong, only slower. Even then, a
+run of a settled job (the same settings, nothing left to send, no answer since:
+``settled``) asks the journal only about the rows it builds (new or edited ones):
+a row whose request the row cache found is answered already.
 """
 
 from __future__ import annotations
@@ -39,43 +42,48 @@ TEXT_FORMATS = frozenset({"csv", "tsv", "jsonl"})
 _TAIL_SHARE = 4
 
 
+def settled(previous: RunState | None, *, settings: str, state_dir: Path) -> bool:
+    """Whether the last run, on these ``settings`` (``settings_key``), left nothing
+    to send and no answer came since it built its outputs: then every row it had
+    with a request stands answered, so a row whose request is the one it had
+    (``rowcache``) needs no lookup, and only rows built now are asked about."""
+    return (
+        previous is not None
+        and previous.settings == settings
+        and not previous.pending
+        and previous.journals == journal_sizes(state_dir)
+    )
+
+
 def carried_rows(
-    previous: RunState | None,
+    previous: RunState,
     register: RegisterFiles | None,
     *,
     grown: bool,
-    settings: str,
+    rows_now: int,
     digest: str | None,
     kept: Mapping[str, str],
-    state_dir: Path,
 ) -> int:
-    """How many rows, from the first, this run carries from the last one as they
-    are (see the module docstring); 0 when it takes the full path. ``grown``: the
-    manifest is a text file that only grew (``stamp_growth``); ``settings`` and
-    ``digest``: this run's ``settings_key`` and request digest (``cache_digest``);
-    ``kept``: the manifest columns it keeps, and as which output columns."""
-    if (
-        previous is None
-        or register is None
-        or digest is None
-        or not grown
-        or previous.settings != settings
-        or previous.pending
-        or previous.local_media
-    ):
+    """How many rows, from the first, a run of a ``settled`` job carries from the
+    last one as they are (see the module docstring); 0 when it reads every row.
+
+    ``grown``: the manifest is a text file that only grew (``stamp_growth``);
+    ``rows_now``: the rows it has now; ``digest``: this run's request digest
+    (``cache_digest``); ``kept``: the manifest columns it keeps, and as which
+    output columns."""
+    if register is None or digest is None or not grown or previous.local_media:
         return 0
     if (
         not register.keyed_under(digest)
         or not register.written_with(kept)
         or register.rows != previous.rows
+        or rows_now < previous.rows
     ):
         return 0
     if register.tail is not None:
         tail = pq.read_metadata(register.tail).num_rows
         if tail * _TAIL_SHARE > previous.rows - tail:  # against the base's rows
             return 0
-    if previous.journals != journal_sizes(state_dir):
-        return 0
     problems = register.scan().select(pl.col("_problem_code").is_not_null().any())
     if problems.collect().item():
         return 0

@@ -85,6 +85,20 @@ def as_fresh(tmp_path: Path, simulator: SimulatorServer, job: Job) -> pl.DataFra
     return read_results(fresh).select(SAME)
 
 
+def resume_sends(
+    tmp_path: Path, simulator: SimulatorServer, job: Job, *, carried: bool
+) -> list[str]:
+    """Run ``job`` again: it must carry the last run's rows or not as ``carried``
+    says, end with exit 0 and write what a run from scratch writes; the reviews it
+    sent."""
+    simulator.reset()
+    outcome, took = run_noting(job)
+    assert took is carried and outcome.exit_code == 0
+    sent = sent_reviews(simulator)
+    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+    return sent
+
+
 def read_manifest(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".jsonl":
         lines = path.read_text("utf-8").splitlines()
@@ -214,12 +228,7 @@ def test_anything_but_rows_appended_to_a_settled_job_takes_the_full_path(
     if change is not unfinished:
         assert run_noting(job)[0].exit_code == 0
     change(job)
-    simulator.reset()
-
-    outcome, carried = run_noting(job)
-    assert not carried and outcome.exit_code == 0
-    assert sent_reviews(simulator) == sent
-    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+    assert resume_sends(tmp_path, simulator, job, carried=False) == sent
     if change is answered_since:
         kept = read_results(job).filter(pl.col("id") == "n0")["content"]
         assert kept.to_list() == ["kept"]
@@ -277,12 +286,8 @@ def test_a_register_the_state_does_not_describe_is_not_carried(
     assert simulator.requests == []
     state.write_bytes(before)  # as if the run had died before saving it
     append(job.reading.input, NEW[1:2])
-    simulator.reset()
-
-    outcome, carried = run_noting(job)
-    assert not carried and outcome.exit_code == 0
-    assert sent_reviews(simulator) == ["a new review 1"]
-    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert sent == ["a new review 1"]
 
 
 def test_a_tail_left_beside_a_base_written_since_is_not_read(
@@ -301,12 +306,8 @@ def test_a_tail_left_beside_a_base_written_since_is_not_read(
     assert not run_noting(job)[1]
     (folder / "rows.tail.parquet").write_bytes(stale)  # as if never removed
     append(job.reading.input, NEW[2:])
-    simulator.reset()
-
-    outcome, carried = run_noting(job)
-    assert carried and outcome.exit_code == 0
-    assert sent_reviews(simulator) == ["a new review 2"]
-    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+    sent = resume_sends(tmp_path, simulator, job, carried=True)
+    assert sent == ["a new review 2"]
 
 
 def test_a_register_written_with_other_columns_is_not_continued(
@@ -321,12 +322,8 @@ def test_a_register_written_with_other_columns_is_not_continued(
     older = pl.read_parquet(base).drop(*ROW_HASHES).to_arrow()
     pq.write_table(older.replace_schema_metadata(metadata), base)
     append(job.reading.input, NEW[:1])
-    simulator.reset()
-
-    outcome, carried = run_noting(job)
-    assert not carried and outcome.exit_code == 0
-    assert sent_reviews(simulator) == ["a new review 0"]
-    assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert sent == ["a new review 0"]
 
 
 def test_blank_lines_among_the_old_rows_do_not_shift_the_new_ones(
@@ -369,3 +366,91 @@ def test_a_tail_past_a_quarter_of_the_base_is_folded_into_a_new_base(
     base = job.output / ".batchkimi" / "rows.parquet"
     assert pq.read_metadata(base).num_rows == 12
     assert read_results(job).select(SAME).equals(as_fresh(tmp_path, simulator, job))
+
+
+class AppendsWhileRunning(SilentObserver):
+    """Appends a row to the manifest once the run has stamped and counted it."""
+
+    def __init__(self, manifest: Path) -> None:
+        self.manifest = manifest
+
+    def on_start(self, *, total_rows: int | None, already_done: int) -> None:
+        append(self.manifest, [{"id": "mid", "review": "written mid-run"}])
+
+
+def test_a_manifest_appended_to_while_a_run_read_it_is_not_carried_next_time(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """The state stamps the manifest as the run began; a row appended while it
+    ran, then edited, lies past that stamp: the next run must read it again."""
+    job = make_spec(tmp_path, simulator, rows=ROWS)
+    key = ApiKey(os.environ["DASHSCOPE_API_KEY"])
+    observer = AppendsWhileRunning(job.reading.input)
+    asyncio.run(run_job(prepare_job(job), key, observer=observer))
+    path = job.reading.input
+    path.write_text(path.read_text("utf-8").replace("mid-run", "MID-RUN"), "utf-8")
+    append(path, NEW[:1])
+
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert "written MID-RUN" in sent and "a new review 0" in sent
+
+
+def test_a_settled_job_with_an_edit_asks_only_about_the_rows_it_builds(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """Every row read again (an edit), but rows whose request is the last run's
+    are answered: only the built ones are asked about, in the journal; an edit
+    that asks what a removed row asked is answered by that row's record."""
+    job = make_spec(tmp_path, simulator, rows=ROWS)
+    assert run_noting(job)[0].exit_code == 0
+    write_manifest(tmp_path / "in", ROWS[:-1])  # the last row's answer stays
+    assert resume_sends(tmp_path, simulator, job, carried=False) == []
+    edited = [dict(r) for r in ROWS[:-1]]
+    edited[3]["review"] = ROWS[-1]["review"]
+    edited[7]["review"] = "review number 7, edited"
+    write_manifest(tmp_path / "in", edited)
+
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert sent == ["review number 7, edited"]
+
+
+def test_a_settled_job_edited_in_many_places_reads_the_whole_answered_set(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """More pieces with built rows than the journal is asked about one by one."""
+    job = make_spec(tmp_path, simulator, rows=ROWS, batch_rows=2)
+    assert run_noting(job)[0].exit_code == 0
+    edited = [dict(r) for r in ROWS]
+    for i in (1, 9, 17, 25, 33):
+        edited[i]["review"] = f"edited {i}"
+    edited[29]["review"] = ROWS[4]["review"]  # asks what row 4 asks: answered
+    write_manifest(tmp_path / "in", edited)
+
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert sent == sorted(f"edited {i}" for i in (1, 9, 17, 25, 33))
+
+
+def test_an_answer_journaled_since_the_last_build_is_heeded_for_every_row(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """After the last build, a run journaled a retryable failure for row 5's
+    request (it was sent again, and killed before its outputs): the job is not
+    settled, so row 5, unchanged, is sent again with the edited row."""
+    job = make_spec(tmp_path, simulator, rows=ROWS)
+    assert run_noting(job)[0].exit_code == 0
+    journal, _ = Journal.open(job.output / ".batchkimi")
+    failed = RowResult(
+        _fingerprint_of(job, ROWS[5]),
+        RowStatus.ERROR,
+        "kimi-k2.6",
+        "openai",
+        error_code="InternalError",
+        error_message="a 500",
+        retryable=True,
+    )
+    journal.append(failed, row_id=ROWS[5]["id"])
+    journal.close()
+    edit_in_place(job)
+
+    sent = resume_sends(tmp_path, simulator, job, carried=False)
+    assert sent == sorted(["a new review 0", "review NUMBER 7", "review number 5"])
