@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -40,8 +41,7 @@ from batchkimi.schedule.scheduler import SchedulerOutcome, run_scheduler
 from batchkimi.schedule.stopper import StopControl
 from batchkimi.sending import Sending, open_sender
 from batchkimi.settings import Job
-from batchkimi.store.answers import AnsweredSet
-from batchkimi.store.appended import TEXT_FORMATS, carried_rows, settled
+from batchkimi.store.appended import TEXT_FORMATS, carried_rows
 from batchkimi.store.files import file_facts
 from batchkimi.store.journal import (
     Journal,
@@ -50,6 +50,7 @@ from batchkimi.store.journal import (
     resend_condition,
 )
 from batchkimi.store.lock import OutputLock, outputs_lock
+from batchkimi.store.lookup import JournalLookup
 from batchkimi.store.results import (
     RESULTS_NAME,
     SharedIds,
@@ -57,7 +58,12 @@ from batchkimi.store.results import (
     write_results,
 )
 from batchkimi.store.rowcache import RowCache
-from batchkimi.store.rows import RowRegister, chunk_rows_for, register_files
+from batchkimi.store.rows import (
+    RegisterFiles,
+    RowRegister,
+    chunk_rows_for,
+    register_files,
+)
 from batchkimi.store.state import (
     RunState,
     already_current,
@@ -67,10 +73,11 @@ from batchkimi.store.state import (
     load_state,
     save_state,
     settings_key,
+    settled,
     stamp_growth,
 )
 from batchkimi.store.summary import SUMMARY_NAME, write_summary
-from batchkimi.store.unfinished import JournalLookup, answers_in_hand
+from batchkimi.store.unfinished import answers_in_hand
 from batchkimi.version import __version__
 
 STATE_DIR = ".batchkimi"
@@ -191,23 +198,19 @@ async def _run_locked(
         return _already_current(job, current, observer)
     total_rows = prepared.read_rows()  # a broken line stops the job before any send
     digest = cache_digest(job, prepared.manifest.schema)
-    last_register = register_files(state, shard)
-    # the last run's rows all stand answered (checked before the journal opens: its
-    # files must be as the last build left them); a dispatch's workers look
-    # answers up themselves
-    is_settled = dispatch is None and settled(
-        previous, settings=settings_key(settings), state_dir=state
+    # before the journal opens: its files must be as the last build left them (a
+    # dispatch's workers look answers up themselves)
+    reading = _reading(
+        prepared,
+        previous if dispatch is None else None,
+        register_files(state, shard),
+        state,
+        grown=grown,
+        settings=settings_key(settings),
+        digest=digest,
+        total_rows=total_rows,
     )
-    carried = 0
-    if is_settled and previous is not None:  # and this run only adds rows after them
-        carried = carried_rows(
-            previous,
-            last_register,
-            grown=grown and prepared.manifest.format in TEXT_FORMATS,
-            rows_now=total_rows,
-            digest=digest,
-            kept=prepared.kept,
-        )
+    carried = reading.carried
     journal, torn = Journal.open(state, shard=shard)
     warnings: list[str] = []
     if torn:
@@ -215,15 +218,9 @@ async def _run_locked(
             f"the journal ended in a torn record ({torn} bytes, from an interrupted "
             "write); it was dropped and that row will be sent again"
         )
-    answered: Answered
-    if is_settled and previous is not None:
-        # only the rows built now are asked about: the journal is read for them
-        in_hand: dict[str, RowResult] = {}
-        answered = JournalLookup(state, job.writing.rerun_set, in_hand)
-        already_done = sum(previous.by_status.values())
-    else:
-        answered, in_hand = _answers(state, job.writing.rerun_set)
-        already_done = len(answered)
+    answered, in_hand, already_done = _answers(
+        state, job.writing.rerun_set, reading.settled
+    )
     for message in warnings:
         observer.on_warning(message)
     if carried:
@@ -233,14 +230,15 @@ async def _run_locked(
         )
 
     # rows carried from the last run are not read: the new ones are new
-    cache = None if digest is None or carried else RowCache.load(last_register, digest)
+    last = reading.register
+    cache = None if digest is None or carried else RowCache.load(last, digest)
     register = RowRegister(
         state,
         prepared.kept,
         shard,
         digest,
         group_rows=chunk_rows_for(total_rows),
-        after=last_register if carried else None,
+        after=last if carried else None,
     )
     source = RowSource(
         prepared.manifest,
@@ -250,7 +248,7 @@ async def _run_locked(
         job,
         cache,
         skip=carried,
-        settled=is_settled,
+        settled=reading.settled is not None,
     )
     del answered  # the source's alone: it lets go of it before the results build
     batches = source.batches()
@@ -410,6 +408,7 @@ async def _run_locked(
                 journals=sizes,
                 pending=written.pending,
                 rows=source.register.rows,
+                register=source.register.files().facts(),
                 exit_code=written.exit_code,
                 by_status=written.by_status,
                 local_media=source.local_media,
@@ -426,16 +425,62 @@ async def _run_locked(
     return written
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """How a run reads the manifest, from what the last run left."""
+
+    settled: RunState | None  # the last run's state, when all its rows stand
+    carried: int  # the first rows, taken as the last run left them
+    register: RegisterFiles | None  # the register the last run left
+
+
+def _reading(
+    prepared: PreparedJob,
+    previous: RunState | None,
+    register: RegisterFiles | None,
+    state: Path,
+    *,
+    grown: bool,
+    settings: str,
+    digest: str | None,
+    total_rows: int,
+) -> _Reading:
+    """Whether the last run's rows all stand answered (``state.settled``), and, if
+    so, how many of them this run carries because the manifest only grew
+    (``store.appended``)."""
+    facts = register.facts() if register is not None else None
+    if not settled(previous, settings=settings, register=facts, state_dir=state):
+        return _Reading(None, 0, register)
+    assert previous is not None  # noqa: S101 (settled says so)
+    carried = carried_rows(
+        previous,
+        register,
+        grown=grown and prepared.manifest.format in TEXT_FORMATS,
+        rows_now=total_rows,
+        digest=digest,
+        kept=prepared.kept,
+    )
+    return _Reading(previous, carried, register)
+
+
 def _answers(
-    state: Path, rerun: frozenset[str]
-) -> tuple[AnsweredSet, dict[str, RowResult]]:
-    """The answered set, and the rows left with a paid answer in hand (or paid for
-    and sent again now): two reads of the journal, side by side (polars works
-    without the GIL)."""
+    state: Path, rerun: frozenset[str], settled_state: RunState | None
+) -> tuple[Answered, dict[str, RowResult], int]:
+    """What the row source asks answers of, the rows left with a paid answer in
+    hand (or paid for and sent again now), and how many answers a resume keeps.
+
+    Of a settled job, only the rows built now are asked about, in the journal
+    (``JournalLookup``, which finds their answers in hand too); otherwise the
+    answered set and the answers in hand are two reads of the journal, side by
+    side (polars works without the GIL)."""
+    if settled_state is not None:
+        in_hand: dict[str, RowResult] = {}
+        lookup = JournalLookup(state, rerun, in_hand)
+        return lookup, in_hand, sum(settled_state.by_status.values())
     with ThreadPoolExecutor(1, thread_name_prefix="answers-in-hand") as pool:
         finding = pool.submit(answers_in_hand, state, rerun)
         answered = answered_set(state, rerun)
-        return answered, finding.result()
+        return answered, finding.result(), len(answered)
 
 
 def _already_current(job: Job, state: RunState, observer: RunObserver) -> RunOutcome:
@@ -502,7 +547,7 @@ def _write_outputs(
     source.close()
     # streamed from the register and the journal, counting as it goes: flat memory
     built = write_results(
-        source.register.files,
+        source.register.files(),
         state,
         job.output / RESULTS_NAME,
         api=job.connection.api,
@@ -512,7 +557,7 @@ def _write_outputs(
     )
     by_status, pending = built.by_status, built.pending
     shared = (  # derived ids repeat only for identical rows: no surprise there
-        shared_ids(source.register.files)
+        shared_ids(source.register.files())
         if source.builder.col("id") in source.builder.present
         else SharedIds(0, None)
     )

@@ -1,11 +1,13 @@
 """Whether a run only adds rows to the last run's: then it carries those as they are.
 
 A nightly job's manifest grows at its end, and the last run left every row it had
-settled. Reading a million rows again to find the one new row cost about 1.9 s of a
-2.5 s resume's own work (row keys, the register's cache, the answered set). When all
-of the following hold, the rows the last run registered stand as they are, and a
-run reads only the rows after them, asks the journal about those rows' requests
-alone, and writes them to the register's tail (``store.rows``):
+settled. Going through a million rows again to find the one new row cost about 1.9 s
+of a 2.5 s resume's own work (row keys, the register's cache, the answered set).
+When all of the following hold, the rows the last run registered stand as they are,
+and a run builds, looks up and registers only the rows after them: their requests
+are asked about in the journal alone, and they go to the register's tail
+(``store.rows``). (Every row is still parsed: the manifest is checked whole before
+anything is sent, and the rows carried are counted as parsed.)
 
 - the manifest is a text file (CSV, TSV, JSONL) that only grew: its first bytes are
   the file the last run read, whole lines (``state.stamp_growth``);
@@ -13,26 +15,25 @@ alone, and writes them to the register's tail (``store.rows``):
 - the last run left nothing to send (no row pending, none with local media, whose
   files may change under an unchanged manifest) and no row with a problem (those
   are looked at again every run);
-- no answer came since it built its outputs (every journal file as it was);
-- its register is there, whole, written under the same request settings and with
-  the columns this run writes.
+- no answer came since it built its outputs (every journal file as it was), and
+  the register there is the one it left (``state.settled``), written under the
+  same request settings and with the columns this run writes.
 
 Anything else takes the full path, which is never wrong, only slower. Even then, a
-run of a settled job (the same settings, nothing left to send, no answer since:
-``settled``) asks the journal only about the rows it builds (new or edited ones):
-a row whose request the row cache found is answered already.
+run of a settled job (``state.settled``: the same settings, nothing left to send,
+no answer since) asks the journal only about the rows it builds (new or edited
+ones): a row whose request the row cache found is answered already.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from batchkimi.store.rows import RegisterFiles
-from batchkimi.store.state import RunState, journal_sizes
+from batchkimi.store.state import RunState
 
 #: manifest formats whose rows are whole lines, so a grown file is its old rows
 #: and then new ones
@@ -40,19 +41,6 @@ TEXT_FORMATS = frozenset({"csv", "tsv", "jsonl"})
 #: a tail grows by each run that appends; past this share of the base, the full
 #: path writes one base again (rows carried in the tail are copied every append)
 _TAIL_SHARE = 4
-
-
-def settled(previous: RunState | None, *, settings: str, state_dir: Path) -> bool:
-    """Whether the last run, on these ``settings`` (``settings_key``), left nothing
-    to send and no answer came since it built its outputs: then every row it had
-    with a request stands answered, so a row whose request is the one it had
-    (``rowcache``) needs no lookup, and only rows built now are asked about."""
-    return (
-        previous is not None
-        and previous.settings == settings
-        and not previous.pending
-        and previous.journals == journal_sizes(state_dir)
-    )
 
 
 def carried_rows(
@@ -64,8 +52,9 @@ def carried_rows(
     digest: str | None,
     kept: Mapping[str, str],
 ) -> int:
-    """How many rows, from the first, a run of a ``settled`` job carries from the
-    last one as they are (see the module docstring); 0 when it reads every row.
+    """How many rows, from the first, a run of a settled job (``state.settled``)
+    carries from the last one as they are (see the module docstring); 0 when it
+    reads every row.
 
     ``grown``: the manifest is a text file that only grew (``stamp_growth``);
     ``rows_now``: the rows it has now; ``digest``: this run's request digest
@@ -76,7 +65,7 @@ def carried_rows(
     if (
         not register.keyed_under(digest)
         or not register.written_with(kept)
-        or register.rows != previous.rows
+        or register.row_count() != previous.rows
         or rows_now < previous.rows
     ):
         return 0

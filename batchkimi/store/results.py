@@ -146,7 +146,7 @@ def write_results(
         # a block a register row group, as a run writes them (a block costs a few
         # kilobytes a row while it is assembled, and some milliseconds whatever
         # its size)
-        block_rows or chunk_rows_for(register.rows),
+        block_rows or chunk_rows_for(register.row_count()),
     )
     try:
         try:
@@ -491,7 +491,7 @@ def _blocks(
     """The register in blocks of exactly ``block_rows`` rows (the last one fewer),
     numbered, from block ``start``; at least one block from 0, empty for an empty
     register."""
-    total = files.rows
+    total = files.row_count()
     register = files.scan()
     for first in range(start * block_rows, max(total, 1), block_rows):
         yield first // block_rows, register.slice(first, block_rows).collect()

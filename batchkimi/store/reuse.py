@@ -29,7 +29,6 @@ from batchkimi.store.outputs import replace_text
 from batchkimi.store.rows import ROW_HASHES, RegisterFiles
 from batchkimi.version import __version__
 
-_SEEDS = (0x72657573, 0x65626C6B)
 _NONE = 0xFFFF_FFFF  # generation and position of a row without an answer
 _READ_BLOCKS = 8  # register blocks hashed at a time
 
@@ -63,16 +62,9 @@ def block_keys(
     answers = (
         placed.join(where, on="_f", how="left").select("_r", "s", "g", "_p").sort("_r")
     )
-    first_hash, second_hash = ROW_HASHES
-    hashes = (
-        [pl.col(first_hash).alias("a"), pl.col(second_hash).alias("b")]
-        if first_hash in names  # hashed as registered
-        else [
-            pl.struct(pl.all()).hash(seed=_SEEDS[0]).alias("a"),
-            pl.struct(pl.all()).hash(seed=_SEEDS[1]).alias("b"),
-        ]
-    )
-    total = register.rows
+    first_hash, second_hash = ROW_HASHES  # the rows' values, hashed as registered
+    hashes = [pl.col(first_hash).alias("a"), pl.col(second_hash).alias("b")]
+    total = register.row_count()
     step = _READ_BLOCKS * block_rows  # the register is never in memory whole
     keys = []
     for first in range(0, max(total, 1), step):

@@ -87,9 +87,13 @@ class RegisterFiles:
             ]
         return sizes
 
-    @property
-    def rows(self) -> int:
+    def row_count(self) -> int:
         return sum(pq.read_metadata(part).num_rows for part in self.parts)
+
+    def facts(self) -> list[list[int]]:
+        """Each part's size, time and inode: what a run's state records of the
+        register it left (``state.settled``)."""
+        return [list(file_facts(part) or ()) for part in self.parts]
 
     def names(self) -> list[str]:
         return list(pq.read_schema(self.base).names)
@@ -163,10 +167,11 @@ class RowRegister:
         With ``after`` (the register the last run left), the rows added follow its
         rows: its base stays, and its tail's rows and the new ones make the tail."""
         base = register_path(folder, shard)
-        self.path = base if after is None else tail_path(base)
+        # the file this run writes: the base, or the tail after ``after``'s base
+        self._target = base if after is None else tail_path(base)
         self.group_rows = group_rows
         self.digest = digest
-        self._tmp = folder / f"{self.path.name}.{os.getpid()}.tmp"
+        self._tmp = folder / f"{self._target.name}.{os.getpid()}.tmp"
         # a run killed mid-way leaves its partial register behind; this run holds
         # the lock for this register, so any other one is such a leftover
         for name in (base.name, tail_path(base).name):
@@ -184,14 +189,13 @@ class RowRegister:
                 for batch in pq.ParquetFile(after.tail).iter_batches(group_rows):
                     self._write(pa.Table.from_batches([batch]))
 
-    @property
     def files(self) -> RegisterFiles:
         """The register as ``commit`` leaves it."""
         if self._after is None:
-            return RegisterFiles((self.path,))
+            return RegisterFiles((self._target,))
         if self.rows == pq.read_metadata(self._after.base).num_rows:
             return RegisterFiles((self._after.base,))
-        return RegisterFiles((self._after.base, self.path))
+        return RegisterFiles((self._after.base, self._target))
 
     def add(
         self, batch: pl.DataFrame, internal: Mapping[str, list[Any] | pl.Series]
@@ -244,17 +248,18 @@ class RowRegister:
         new base makes any tail stale (it names the base it follows), so the tail
         goes after it."""
         if self._sink is None and self._after is not None:  # nothing after the base
-            self.path.unlink(missing_ok=True)
+            self._target.unlink(missing_ok=True)
             return
         if self._sink is None:
-            empty = pl.DataFrame(schema=INTERNAL_COLUMNS).to_arrow()
+            hashes = dict.fromkeys(ROW_HASHES, pl.UInt64())
+            empty = pl.DataFrame(schema={**INTERNAL_COLUMNS, **hashes}).to_arrow()
             pq.write_table(empty, self._tmp)
         else:
             sink, self._sink = self._sink, None
             sink.close()
-        Path(self._tmp).replace(self.path)
+        Path(self._tmp).replace(self._target)
         if self._after is None:
-            tail_path(self.path).unlink(missing_ok=True)
+            tail_path(self._target).unlink(missing_ok=True)
 
     def abandon(self) -> None:
         if self._sink is not None:

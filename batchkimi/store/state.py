@@ -71,9 +71,10 @@ class RunState:
     #: the raw key of the command line these outputs are current for (None: a run
     #: from Python, or from before raw keys); see ``recorded_outcome``
     raw: str | None = None
-    #: ``settings_key`` of the run: a run on the same settings whose manifest only
-    #: grew carries this run's rows as they are (``store.appended``)
+    #: ``settings_key`` of the run (None: the manifest changed while it ran), and
+    #: the facts of each file of the register it left: see ``settled``
     settings: str | None = None
+    register: list[list[int]] | None = None
 
 
 def stamp_manifest(path: Path, previous: ManifestStamp | None) -> ManifestStamp:
@@ -177,10 +178,38 @@ def _is_fresh(state: RunState, state_dir: Path, outputs: list[Path]) -> bool:
     """Whether the outputs are what a run with ``state``'s key would leave: nothing
     to send, no local media to look at again, no answers since, both files there."""
     return (
-        state.pending == 0
+        _nothing_since(state, state_dir)
         and not state.local_media
-        and state.journals == journal_sizes(state_dir)
         and all(path.exists() for path in outputs)
+    )
+
+
+def _nothing_since(state: RunState, state_dir: Path) -> bool:
+    """Whether the run that left ``state`` left no row to send, and no answer came
+    since it built its outputs."""
+    return state.pending == 0 and state.journals == journal_sizes(state_dir)
+
+
+def settled(
+    state: RunState | None,
+    *,
+    settings: str,
+    register: list[list[int]] | None,
+    state_dir: Path,
+) -> bool:
+    """Whether the last run, on these ``settings`` (``settings_key``), left nothing
+    to send, no answer came since it built its outputs, and the register there
+    (``register``: its files' facts) is the one it left. Then every row of that
+    register with a request stands answered, so a row whose request the register
+    had (``rowcache``) needs no lookup: only rows built now are asked about. (A
+    register written by a run that died before its state does not count: its
+    rows were never settled.)"""
+    return (
+        state is not None
+        and state.settings == settings
+        and state.register is not None
+        and state.register == register
+        and _nothing_since(state, state_dir)
     )
 
 

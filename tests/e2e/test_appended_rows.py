@@ -26,6 +26,7 @@ from batchkimi.settings import Job
 from batchkimi.simulator import SimulatorServer
 from batchkimi.store.journal import Journal
 from batchkimi.store.rows import ROW_HASHES
+from batchkimi.store.state import journal_sizes
 from tests.helpers import make_spec, read_results, write_manifest
 
 ROWS = [{"id": f"r{i:02d}", "review": f"review number {i}"} for i in range(40)]
@@ -454,3 +455,24 @@ def test_an_answer_journaled_since_the_last_build_is_heeded_for_every_row(
 
     sent = resume_sends(tmp_path, simulator, job, carried=False)
     assert sent == sorted(["a new review 0", "review NUMBER 7", "review number 5"])
+
+
+def test_a_register_written_by_a_run_that_died_before_its_state_is_not_settled(
+    tmp_path: Path, simulator: SimulatorServer
+) -> None:
+    """A run registered an edited row but got no answer for it (the account was
+    refused) and died before saving its state: the journal is as the last state
+    says, yet the register holds the edited row's request. That row was never
+    answered, so the next run must send it."""
+    job = make_spec(tmp_path, simulator, rows=ROWS)
+    assert run_noting(job)[0].exit_code == 0
+    folder = job.output / ".batchkimi"
+    before, journals = (folder / "state.json").read_bytes(), journal_sizes(folder)
+    path = job.reading.input
+    path.write_text(path.read_text("utf-8").replace("number 7\n", "NUMBER 7\n"))
+    simulator.reset(seed=1, api_keys=frozenset({"sk-some-other-key"}))
+    assert run_noting(job)[0].exit_code == 5
+    assert journal_sizes(folder) == journals  # nothing was answered
+    (folder / "state.json").write_bytes(before)  # as if it had died before this
+
+    assert resume_sends(tmp_path, simulator, job, carried=False) == ["review NUMBER 7"]

@@ -35,7 +35,7 @@ def register(state: Path, count: int, *, edited: int | None = None) -> RegisterF
         },
     )
     rows.commit()
-    return rows.files
+    return rows.files()
 
 
 def build(

@@ -38,7 +38,7 @@ def register(folder: Path, frame: pl.DataFrame, digest: str = "d1") -> RegisterF
             },
         )
     rows.commit()
-    return rows.files
+    return rows.files()
 
 
 def looked_up(cache: RowCache, frame: pl.DataFrame, batch: int = 2_000) -> pl.Series:
@@ -96,7 +96,7 @@ def test_another_digest_or_an_old_register_is_no_cache(
     plain = RowRegister(tmp_path / "plain", {}, None)  # written without a digest
     plain.add(manifest(["a"]), {"_index": [0], "id": ["a"]})
     plain.commit()
-    assert RowCache.load(plain.files, "d1") is None
+    assert RowCache.load(plain.files(), "d1") is None
 
 
 def test_rows_registered_without_a_key_are_never_found(tmp_path: Path) -> None:
@@ -104,6 +104,6 @@ def test_rows_registered_without_a_key_are_never_found(tmp_path: Path) -> None:
     rows = RowRegister(tmp_path, {}, None, "d1")
     rows.add(frame, {"_index": [0, 1], "id": ["a", "b"], "_fingerprint": ["x", None]})
     rows.commit()
-    cache = RowCache.load(rows.files, "d1")
+    cache = RowCache.load(rows.files(), "d1")
     assert cache is not None
     assert cache.lookup(0, row_keys(frame))["_fingerprint"].to_list() == [None, None]

@@ -80,7 +80,7 @@ def register(state: Path, fingerprints: Sequence[str | None]) -> RegisterFiles:
         },
     )
     rows.commit()
-    return rows.files
+    return rows.files()
 
 
 def build(state: Path, rows: RegisterFiles, **options: Any) -> pl.DataFrame:
