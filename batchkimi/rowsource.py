@@ -89,7 +89,7 @@ class RowSource:
     ) -> None:
         """``skip``: the first rows, which the register has from the last run
         (``store.appended``); reading starts after them. ``settled``: the last
-        run's rows all stand answered (``store.appended.settled``), so only rows
+        run's rows all stand answered (``state.settled``), so only rows
         built now are asked about."""
         self.manifest = manifest
         self.builder = builder

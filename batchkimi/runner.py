@@ -200,10 +200,11 @@ async def _run_locked(
     digest = cache_digest(job, prepared.manifest.schema)
     # before the journal opens: its files must be as the last build left them (a
     # dispatch's workers look answers up themselves)
+    last = register_files(state, shard)
     reading = _reading(
         prepared,
         previous if dispatch is None else None,
-        register_files(state, shard),
+        last,
         state,
         grown=grown,
         settings=settings_key(settings),
@@ -230,7 +231,6 @@ async def _run_locked(
         )
 
     # rows carried from the last run are not read: the new ones are new
-    last = reading.register
     cache = None if digest is None or carried else RowCache.load(last, digest)
     register = RowRegister(
         state,
@@ -431,7 +431,6 @@ class _Reading:
 
     settled: RunState | None  # the last run's state, when all its rows stand
     carried: int  # the first rows, taken as the last run left them
-    register: RegisterFiles | None  # the register the last run left
 
 
 def _reading(
@@ -450,7 +449,7 @@ def _reading(
     (``store.appended``)."""
     facts = register.facts() if register is not None else None
     if not settled(previous, settings=settings, register=facts, state_dir=state):
-        return _Reading(None, 0, register)
+        return _Reading(None, 0)
     assert previous is not None  # noqa: S101 (settled says so)
     carried = carried_rows(
         previous,
@@ -460,7 +459,7 @@ def _reading(
         digest=digest,
         kept=prepared.kept,
     )
-    return _Reading(previous, carried, register)
+    return _Reading(previous, carried)
 
 
 def _answers(

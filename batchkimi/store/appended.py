@@ -56,16 +56,16 @@ def carried_rows(
     carries from the last one as they are (see the module docstring); 0 when it
     reads every row.
 
-    ``grown``: the manifest is a text file that only grew (``stamp_growth``);
-    ``rows_now``: the rows it has now; ``digest``: this run's request digest
-    (``cache_digest``); ``kept``: the manifest columns it keeps, and as which
-    output columns."""
+    ``register`` is the last run's (``settled`` checked its files against the
+    state, so it holds ``previous.rows`` rows). ``grown``: the manifest is a text
+    file that only grew (``stamp_growth``); ``rows_now``: the rows it has now;
+    ``digest``: this run's request digest (``cache_digest``); ``kept``: the
+    manifest columns it keeps, and as which output columns."""
     if register is None or digest is None or not grown or previous.local_media:
         return 0
     if (
         not register.keyed_under(digest)
         or not register.written_with(kept)
-        or register.row_count() != previous.rows
         or rows_now < previous.rows
     ):
         return 0

@@ -3,13 +3,12 @@
 A results block is a function of its register rows, the answer record each row is
 given, and a few settings (batchkimi's version, the API, a structured job's answer
 schema, the register's columns, the block size). A build records a key per block:
-a digest of its register rows' values (two 64-bit hashes a row, taken as the row
-is registered) and of each row's
-answer by where it is for good (stream, generation, position: journal files only
-grow, and compaction keeps positions). The next build, finding a block with the
-same key in the same place of a results file it wrote (same size, time and inode),
-copies that block: a nightly resume that adds a few rows to a million reads the
-answers of the new rows only.
+a digest of its register rows' values (two 64-bit hashes a row, taken as the row is
+registered) and of each row's answer by where it is for good (stream, generation,
+position: journal files only grow, and compaction keeps positions). The next
+build, finding a block with the same key in the same place of a results file it
+wrote (same size, time and inode), copies that block: a nightly resume that adds a
+few rows to a million reads the answers of the new rows only.
 """
 
 from __future__ import annotations
